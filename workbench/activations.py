@@ -1,0 +1,165 @@
+"""Collect MLP down-projection activations at the last prompt token, batched and streaming.
+
+One forward pass per batch, traced with nnsight. Prompts are left-padded, so position
+``-1`` is every row's last real token. Statistics accumulate in float64 whatever the
+model's dtype, in buffers of fixed size ``[n_layers, d_mlp]``: memory does not grow with
+the number of prompts unless per-prompt retention is asked for.
+
+Example:
+    >>> from workbench import load_model, PromptSet
+    >>> from workbench.activations import collect
+    >>> model = load_model()                                             # doctest: +SKIP
+    >>> stats = collect(model, PromptSet.bundled("qualitative-benign"))  # doctest: +SKIP
+    >>> stats.mean.shape                                                 # doctest: +SKIP
+    torch.Size([30, 1536])
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import nnsight
+import torch
+from tqdm.auto import tqdm
+
+from .errors import PromptSetError
+from .models import WorkbenchModel
+from .prompts import Prompting, PromptSet, format_prompts
+
+Site = Literal["input", "output"]
+
+
+@dataclass
+class ActivationStats:
+    """Streaming statistics of one prompt set at one site, all layers at once.
+
+    Attributes:
+        n: number of prompts seen.
+        sum: float64 ``[n_layers, width]`` sum over prompts.
+        sum_sq: float64 ``[n_layers, width]`` sum of squares.
+        top_counts: int64 ``[n_layers, width]``: in how many prompts the neuron was among
+            the ``top_k`` largest ``|activation|`` of all layers (for the universal filter).
+        top_k: how many neurons count as "top" per prompt.
+        per_prompt: optional float32 ``[n, n_layers, width]`` (only with ``keep=True``),
+            rows in the prompt set's order.
+    """
+
+    n: int
+    sum: torch.Tensor
+    sum_sq: torch.Tensor
+    top_counts: torch.Tensor
+    top_k: int
+    per_prompt: torch.Tensor | None = None
+
+    @classmethod
+    def empty(cls, n_layers: int, width: int, top_k: int) -> ActivationStats:
+        zeros = torch.zeros(n_layers, width, dtype=torch.float64)
+        return cls(0, zeros, zeros.clone(), torch.zeros(n_layers, width, dtype=torch.int64),
+                   top_k)
+
+    def update(self, acts: torch.Tensor) -> None:
+        """Add a batch of activations ``[batch, n_layers, width]``."""
+        acts64 = acts.detach().to("cpu", torch.float64)  # [batch, n_layers, width]
+        self.n += acts64.shape[0]
+        self.sum += acts64.sum(dim=0)
+        self.sum_sq += acts64.square().sum(dim=0)
+        flat = acts64.abs().flatten(start_dim=1)  # [batch, n_layers * width]
+        top = flat.topk(self.top_k, dim=1).indices.flatten()
+        self.top_counts.view(-1).index_add_(0, top, torch.ones_like(top))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """float64 ``[n_layers, width]`` mean over prompts."""
+        return self.sum / max(self.n, 1)
+
+    @property
+    def std(self) -> torch.Tensor:
+        """float64 ``[n_layers, width]`` population standard deviation over prompts."""
+        return (self.sum_sq / max(self.n, 1) - self.mean.square()).clamp(min=0).sqrt()
+
+    @property
+    def top_fraction(self) -> torch.Tensor:
+        """float64 ``[n_layers, width]``: share of prompts in which the neuron was top-k."""
+        return self.top_counts.to(torch.float64) / max(self.n, 1)
+
+
+def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
+            prompting: Prompting | None = None, site: Site = "input", batch_size: int = 16,
+            keep: bool = False, top_fraction: float = 0.001, progress: bool = True,
+            ) -> ActivationStats:
+    """Run ``prompts`` through ``model`` and accumulate last-token down-projection statistics.
+
+    Args:
+        prompting: formatting; default: the model's chat template if it has one.
+        site: ``"input"`` (the ``d_mlp`` neurons CNA uses) or ``"output"`` (the MLP's
+            ``d_model`` contribution to the residual stream, used by CAA).
+        batch_size: prompts per forward pass; halved automatically on out-of-memory.
+        keep: also retain every prompt's activations (float32) for plots.
+        top_fraction: share of all neurons that counts as "top" per prompt (universal filter).
+
+    Returns:
+        :class:`ActivationStats` over all prompts.
+    """
+    prompt_list = list(prompts)
+    if not prompt_list:
+        raise PromptSetError("collect() needs at least one prompt")
+    prompting = prompting or model.prompting()
+    width = model.d_mlp if site == "input" else int(model.config.hidden_size)
+    n_layers = model.n_layers
+    top_k = max(1, round(top_fraction * n_layers * width))
+    stats = ActivationStats.empty(n_layers, width, top_k)
+    kept = torch.empty(len(prompt_list), n_layers, width) if keep else None
+
+    # Sort by length so that batches need little padding; results do not depend on it.
+    texts = format_prompts(model.tokenizer, prompt_list, prompting)
+    token_ids = model.tokenizer(texts, add_special_tokens=not prompting.chat_template)["input_ids"]
+    lengths = [len(ids) for ids in token_ids]
+    order = sorted(range(len(prompt_list)), key=lambda i: (lengths[i], i))
+    start = 0
+    with tqdm(total=len(order), desc=f"collecting {site} activations", unit="prompt",
+              disable=not progress, leave=False) as bar:
+        while start < len(order):
+            rows = order[start:start + batch_size]
+            try:
+                acts = _last_token_batch(model, [prompt_list[i] for i in rows], prompting, site)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+                if not _is_out_of_memory(exc) or batch_size == 1:
+                    raise
+                batch_size //= 2
+                warnings.warn(f"out of memory; retrying with batch_size={batch_size}",
+                              stacklevel=2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            stats.update(acts)
+            if kept is not None:
+                kept[rows] = acts.detach().to("cpu", torch.float32)
+            start += len(rows)
+            bar.update(len(rows))
+    stats.per_prompt = kept
+    return stats
+
+
+def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prompting,
+                      site: Site) -> torch.Tensor:
+    """Activations ``[batch, n_layers, width]`` at each row's last real token."""
+    inputs = model.encode(prompts, prompting)
+    input_ids = inputs.pop("input_ids")
+    envoys = [model.envoy(model.down_proj_path(layer)) for layer in range(model.n_layers)]
+    with torch.no_grad(), model.nnsight.trace(input_ids, **inputs):
+        # Read the layers in execution order; left padding puts every last token at -1.
+        if site == "input":
+            saved = nnsight.save([envoy.input[:, -1, :] for envoy in envoys])
+        else:
+            saved = nnsight.save([envoy.output[:, -1, :] for envoy in envoys])
+    return torch.stack(list(saved), dim=1)  # [batch, n_layers, width]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message
+                                              or "can't allocate memory" in message)

@@ -1,0 +1,131 @@
+"""Architecture adapters: where each model family keeps its MLP down-projection.
+
+CNA reads and scales the *input* of the MLP down-projection, i.e. the post-activation
+hidden vector of width ``d_mlp`` (``act_fn(gate_proj(x)) * up_proj(x)`` for gated MLPs,
+``act(c_fc(x))`` for GPT-2). An adapter only needs two dotted paths: the list of
+transformer blocks, and the down-projection module inside one block. Everything else
+(reading, steering) is generic.
+
+Example:
+    >>> from workbench.architectures import adapter_for_model_type
+    >>> adapter_for_model_type("llama").down_proj
+    'mlp.down_proj'
+
+To support a new family, register an adapter before loading the model:
+
+    >>> from workbench.architectures import ArchitectureAdapter, register_adapter
+    >>> register_adapter(ArchitectureAdapter(
+    ...     name="my-arch", model_types=("my_arch",),
+    ...     layers=("model.layers",), down_proj="mlp.down_proj"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class ArchitectureAdapter:
+    """Names the blocks and the MLP down-projection of one model family.
+
+    Attributes:
+        name: short family name shown to users.
+        model_types: ``config.model_type`` values this adapter serves.
+        layers: candidate dotted paths (from the top-level model) to the block list;
+            the first that exists is used (multimodal wrappers nest the text model).
+        down_proj: dotted path from one block to its down-projection module.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: tuple[str, ...]
+    down_proj: str
+
+
+_GATED = ("model.layers", "model.language_model.layers", "language_model.model.layers")
+
+ADAPTERS: dict[str, ArchitectureAdapter] = {}
+
+
+def register_adapter(adapter: ArchitectureAdapter) -> ArchitectureAdapter:
+    """Add (or replace) an adapter for each of its ``model_types``."""
+    for model_type in adapter.model_types:
+        ADAPTERS[model_type] = adapter
+    return adapter
+
+
+for _adapter in (
+    ArchitectureAdapter("llama", ("llama",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("mistral", ("mistral",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("qwen2", ("qwen2",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("qwen3", ("qwen3",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("gemma", ("gemma",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("gemma2", ("gemma2",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("gemma3", ("gemma3", "gemma3_text"), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("phi3", ("phi3",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("olmo", ("olmo",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("olmo2", ("olmo2",), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("gpt2", ("gpt2",), ("transformer.h",), "mlp.c_proj"),
+    ArchitectureAdapter("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), "mlp.dense_4h_to_h"),
+):
+    register_adapter(_adapter)
+
+
+def supported_model_types() -> list[str]:
+    """The ``config.model_type`` values that have an adapter."""
+    return sorted(ADAPTERS)
+
+
+def adapter_for_model_type(model_type: str, model_class: str | None = None) -> ArchitectureAdapter:
+    """The adapter for ``model_type``; a helpful error if there is none."""
+    try:
+        return ADAPTERS[model_type]
+    except KeyError:
+        shown = model_class or model_type
+        raise UnsupportedArchitectureError(
+            f"{shown} (model_type {model_type!r}) is not supported: CNA needs to know where its "
+            f"MLP down-projection is. Supported model types: {', '.join(supported_model_types())}. "
+            "To add one, call workbench.register_adapter(ArchitectureAdapter(name=..., "
+            f"model_types=({model_type!r},), layers=('model.layers',), "
+            "down_proj='mlp.down_proj')) with the paths of your model's blocks and down-projection."
+        ) from None
+
+
+def get_path(root: Any, dotted: str) -> Any:
+    """Follow a dotted attribute path; numeric parts index into lists."""
+    obj = root
+    for part in dotted.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def find_layers_path(model: torch.nn.Module, adapter: ArchitectureAdapter) -> str:
+    """The first of the adapter's candidate block-list paths that exists in ``model``."""
+    for path in adapter.layers:
+        try:
+            layers = get_path(model, path)
+        except AttributeError:
+            continue
+        if isinstance(layers, torch.nn.ModuleList):
+            return path
+    raise UnsupportedArchitectureError(
+        f"{type(model).__name__}: none of the block paths {adapter.layers} of the "
+        f"{adapter.name!r} adapter exists in this model; register an adapter with the right path"
+    )
+
+
+def mlp_width(down_proj: torch.nn.Module) -> int:
+    """Width of the down-projection's input (``d_mlp``), for Linear and GPT-2 Conv1D."""
+    if hasattr(down_proj, "in_features"):
+        return int(down_proj.in_features)
+    if hasattr(down_proj, "nx"):  # transformers' Conv1D stores weight as [in, out]
+        return int(down_proj.nx)
+    raise UnsupportedArchitectureError(
+        f"cannot tell the input width of {type(down_proj).__name__}; "
+        "the down-projection must be a Linear or Conv1D layer"
+    )

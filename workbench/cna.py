@@ -1,0 +1,222 @@
+"""Contrastive Neuron Attribution: find the neurons that best separate two prompt sets.
+
+1. Record every MLP neuron's down-projection input at the last prompt token.
+2. ``delta[l, j] = mean_positive[l, j] - mean_negative[l, j]`` (float64).
+3. Exclude "universal" neurons: those among the top 0.1% by ``|activation|`` on at least
+   ``universal_threshold`` of a diverse prompt set.
+4. Rank all remaining neurons of all layers together by ``|delta|`` (ties by layer, then
+   index) and keep ``top_k = round(fraction * n_layers * d_mlp)`` of them, sign kept.
+
+Example:
+    >>> from workbench import load_model, discover
+    >>> model = load_model()                                              # doctest: +SKIP
+    >>> circuit = discover(model, "qualitative-harmful", "qualitative-benign")  # doctest: +SKIP
+    >>> len(circuit)                                                      # doctest: +SKIP
+    46
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+
+from .activations import ActivationStats, collect
+from .circuit import Circuit, Neuron
+from .errors import InvalidArgumentError, PromptSetError
+from .models import WorkbenchModel
+from .prompts import ChatTemplateChoice, Prompting, PromptSet
+
+DEFAULT_FRACTION = 0.001
+UNIVERSAL_TOP_FRACTION = 0.001
+
+PromptsLike = PromptSet | str | Sequence[str]
+
+
+@dataclass
+class Contrast:
+    """The statistics behind a circuit, kept in memory for plots (not serialised).
+
+    ``delta``, ``universal`` are ``[n_layers, d_mlp]`` (float64 and bool).
+    """
+
+    positive: ActivationStats
+    negative: ActivationStats
+    delta: torch.Tensor
+    universal: torch.Tensor
+    universal_stats: ActivationStats | None = None
+
+
+def circuit_size(n_layers: int, d_mlp: int, fraction: float | None = DEFAULT_FRACTION,
+                 top_k: int | None = None) -> int:
+    """Number of neurons to keep: ``top_k`` if given, else ``round(fraction * n_layers * d_mlp)``.
+
+    Example:
+        >>> circuit_size(30, 1536, 0.001)
+        46
+    """
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InvalidArgumentError(f"top_k must be a positive integer, not {top_k!r}")
+        return top_k
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction <= 1:
+        raise InvalidArgumentError(f"fraction must be a number in (0, 1], not {fraction!r}")
+    return max(1, round(fraction * n_layers * d_mlp))
+
+
+def select_top(delta: torch.Tensor, k: int, excluded: torch.Tensor | None = None,
+               ) -> list[Neuron]:
+    """The ``k`` neurons of largest ``|delta|``; ties broken by (layer, index).
+
+    Args:
+        delta: ``[n_layers, d_mlp]`` signed differences.
+        excluded: optional bool ``[n_layers, d_mlp]``; True neurons are never chosen.
+
+    Example:
+        >>> d = torch.tensor([[0.0, -3.0], [2.0, 3.0]])
+        >>> [(n.layer, n.index, n.score) for n in select_top(d, 2)]
+        [(0, 1, -3.0), (1, 1, 3.0)]
+    """
+    magnitude = delta.abs().to(torch.float64).flatten()  # [n_layers * d_mlp]
+    candidates = torch.arange(magnitude.numel())
+    if excluded is not None:
+        candidates = candidates[~excluded.flatten()]
+    # Stable sort on the flat (layer, index) order keeps ties in (layer, index) order.
+    order = torch.sort(-magnitude[candidates], stable=True).indices[:k]
+    chosen = candidates[order]
+    d_mlp = delta.shape[1]
+    return [Neuron(int(i) // d_mlp, int(i) % d_mlp, float(delta.flatten()[i])) for i in chosen]
+
+
+def universal_neurons(stats: ActivationStats, threshold: float = 0.8) -> torch.Tensor:
+    """Bool ``[n_layers, d_mlp]``: neurons top by ``|activation|`` on ``>= threshold`` of prompts."""
+    if not 0 < threshold <= 1:
+        raise InvalidArgumentError(f"universal_threshold must be in (0, 1], not {threshold!r}")
+    return stats.top_fraction >= threshold
+
+
+def check_balance(positive: PromptSet, negative: PromptSet, max_ratio: float) -> None:
+    """Raise :class:`PromptSetError` for an empty or strongly lopsided pair of sets."""
+    positive.require_nonempty("positive")
+    negative.require_nonempty("negative")
+    big, small = max(len(positive), len(negative)), min(len(positive), len(negative))
+    if big / small > max_ratio:
+        raise PromptSetError(
+            f"the prompt sets are lopsided ({len(positive)} positive vs {len(negative)} "
+            f"negative, more than {max_ratio:g}x): the smaller set's mean is much noisier. "
+            "Balance them, or pass max_imbalance=None (CLI: --allow-imbalance) to go on anyway"
+        )
+
+
+def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike, *,
+             fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
+             universal: Literal["default"] | PromptsLike | None = "default",
+             universal_threshold: float = 0.8, exclude_layers: Sequence[int] = (),
+             chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
+             batch_size: int = 16, keep_activations: bool = False,
+             max_imbalance: float | None = 4.0, progress: bool = True) -> Circuit:
+    """Discover the circuit that separates ``positive`` from ``negative`` prompts.
+
+    Args:
+        positive, negative: PromptSets, bundled names, file paths, or lists of strings.
+        fraction: circuit size as a share of all MLP neurons (default 0.1%).
+        top_k: explicit circuit size; overrides ``fraction``.
+        universal: prompts for the universal-neuron filter: ``"default"`` (the bundled
+            ``diverse`` set), another prompt set, or None to switch the filter off.
+        universal_threshold: share of universal prompts on which a neuron must be in the
+            top 0.1% by ``|activation|`` to be excluded.
+        exclude_layers: layers whose neurons are never selected (negative indices allowed).
+        chat_template, system_prompt: prompt formatting, recorded in the circuit.
+        keep_activations: retain per-prompt activations in ``circuit.contrast`` for plots.
+        max_imbalance: refuse sets whose sizes differ by more than this ratio (None: allow).
+
+    Returns:
+        A :class:`~workbench.circuit.Circuit`; ``circuit.contrast`` holds the deltas.
+
+    Example:
+        >>> circuit = discover(model, "jbb-harmful", "jbb-benign", top_k=200)  # doctest: +SKIP
+    """
+    positive = PromptSet.resolve(positive, name="positive")
+    negative = PromptSet.resolve(negative, name="negative")
+    if max_imbalance is not None:
+        check_balance(positive, negative, max_imbalance)
+    else:
+        positive.require_nonempty("positive")
+        negative.require_nonempty("negative")
+    n_layers, d_mlp = model.n_layers, model.d_mlp
+    k = circuit_size(n_layers, d_mlp, fraction, top_k)
+    excluded_layers = _normalise_layers(exclude_layers, n_layers)
+    prompting = model.prompting(chat_template, system_prompt)
+
+    common = dict(prompting=prompting, batch_size=batch_size, keep=keep_activations,
+                  progress=progress)
+    pos_stats = collect(model, positive, **common)
+    neg_stats = collect(model, negative, **common)
+    delta = pos_stats.mean - neg_stats.mean  # [n_layers, d_mlp] float64
+
+    universal_set = _universal_set(universal)
+    universal_stats = None
+    universal_mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
+    if universal_set is not None:
+        universal_set.require_nonempty("universal")
+        universal_stats = _cached_universal_stats(model, universal_set, prompting, batch_size,
+                                                  progress)
+        universal_mask = universal_neurons(universal_stats, universal_threshold)
+    excluded = universal_mask.clone()
+    for layer in excluded_layers:
+        excluded[layer] = True
+
+    neurons = select_top(delta, k, excluded)
+    prompt_refs = {"positive": _ref(positive), "negative": _ref(negative)}
+    if universal_set is not None:
+        prompt_refs["universal"] = _ref(universal_set)
+    return Circuit.from_neurons(
+        neurons,
+        model=model,
+        prompting=prompting.to_dict(),
+        selection={
+            "method": "cna",
+            "fraction": None if top_k is not None else fraction,
+            "top_k": k,
+            "universal_threshold": universal_threshold if universal_set is not None else None,
+            "n_universal_excluded": int(universal_mask.sum()),
+            "excluded_layers": excluded_layers,
+        },
+        prompts=prompt_refs,
+        contrast=Contrast(pos_stats, neg_stats, delta, universal_mask, universal_stats),
+    )
+
+
+def _universal_set(universal: Any) -> PromptSet | None:
+    if universal is None:
+        return None
+    if isinstance(universal, str) and universal == "default":
+        return PromptSet.bundled("diverse")
+    return PromptSet.resolve(universal, name="universal")
+
+
+def _cached_universal_stats(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
+                            batch_size: int, progress: bool) -> ActivationStats:
+    key = ("universal", prompts.sha256, prompting, UNIVERSAL_TOP_FRACTION)
+    if key not in model.stats_cache:
+        model.stats_cache[key] = collect(model, prompts, prompting=prompting,
+                                         batch_size=batch_size, progress=progress,
+                                         top_fraction=UNIVERSAL_TOP_FRACTION)
+    return model.stats_cache[key]
+
+
+def _normalise_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    result = set()
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) \
+                or not -n_layers <= layer < n_layers:
+            raise InvalidArgumentError(f"exclude_layers: {layer!r} is not a layer of this "
+                             f"{n_layers}-layer model")
+        result.add(layer % n_layers)
+    return sorted(result)
+
+
+def _ref(prompts: PromptSet) -> dict[str, Any]:
+    return {"name": prompts.name, "n": len(prompts), "sha256": prompts.sha256}

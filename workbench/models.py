@@ -1,0 +1,298 @@
+"""Load a model from anywhere and wrap it in one object used by the whole workbench.
+
+Sources: an embedded name (``smollm2-135m-instruct``, ``gemma-3-270m``), a hub id or a
+local ``from_pretrained`` folder, a GGUF file, or an already-loaded transformers model
+(:func:`from_hf`). Defaults: float32 on CPU; bfloat16 on a GPU.
+
+Example:
+    >>> from workbench import load_model
+    >>> model = load_model("smollm2-135m-instruct")  # doctest: +SKIP
+    >>> model.n_layers, model.d_mlp                  # doctest: +SKIP
+    (30, 1536)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .architectures import (
+    ArchitectureAdapter,
+    adapter_for_model_type,
+    find_layers_path,
+    get_path,
+    mlp_width,
+)
+from .embedded import DEFAULT_MODEL, EMBEDDED, build_cache, cache_dir, ensure_cached
+from .errors import ModelLoadError, PromptTooLongError
+from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
+
+
+@dataclass(eq=False)
+class WorkbenchModel:
+    """A transformers causal LM, its tokenizer, and where its MLP neurons live.
+
+    Build it with :func:`load_model` or :func:`from_hf`. ``hf_model`` and ``tokenizer``
+    are the plain transformers objects; use them freely.
+    """
+
+    hf_model: torch.nn.Module
+    tokenizer: Any
+    name: str
+    adapter: ArchitectureAdapter
+    source: str = "object"
+    #: Per-model memo of activation statistics (e.g. of the universal-filter prompts).
+    stats_cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.layers_path = find_layers_path(self.hf_model, self.adapter)
+
+    # -- shape ---------------------------------------------------------------
+
+    @property
+    def architecture(self) -> str:
+        """The transformers class name, e.g. ``LlamaForCausalLM``."""
+        return type(self.hf_model).__name__
+
+    @property
+    def config(self) -> Any:
+        return self.hf_model.config
+
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return get_path(self.hf_model, self.layers_path)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def d_mlp(self) -> int:
+        return mlp_width(self.down_proj(0))
+
+    @property
+    def n_neurons(self) -> int:
+        """All MLP neurons of all layers: ``n_layers * d_mlp``."""
+        return self.n_layers * self.d_mlp
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embeddings (where inputs must go)."""
+        return self.hf_model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def context_length(self) -> int | None:
+        """Longest input, in tokens, the model accepts (None if unknown)."""
+        value = getattr(self.config, "max_position_embeddings", None)
+        if value is None and hasattr(self.config, "get_text_config"):
+            value = getattr(self.config.get_text_config(), "max_position_embeddings", None)
+        return int(value) if value else None
+
+    def down_proj(self, layer: int) -> torch.nn.Module:
+        """The MLP down-projection module of block ``layer``."""
+        return get_path(self.layers[layer], self.adapter.down_proj)
+
+    def down_proj_path(self, layer: int) -> str:
+        """Dotted path of block ``layer``'s down-projection from the top-level model."""
+        return f"{self.layers_path}.{layer}.{self.adapter.down_proj}"
+
+    def info(self) -> dict[str, Any]:
+        """Identity recorded in circuits: name, architecture, n_layers, d_mlp."""
+        return {"name": self.name, "architecture": self.architecture,
+                "n_layers": self.n_layers, "d_mlp": self.d_mlp}
+
+    # -- nnsight -------------------------------------------------------------
+
+    @functools.cached_property
+    def nnsight(self) -> Any:
+        """An ``nnsight.TransformersModel`` wrapping this same model (built on first use)."""
+        import nnsight
+
+        return nnsight.TransformersModel(self.hf_model, tokenizer=self.tokenizer)
+
+    def envoy(self, dotted: str) -> Any:
+        """The nnsight envoy of a submodule, by dotted path from the top-level model."""
+        return get_path(self.nnsight, dotted)
+
+    # -- prompts -------------------------------------------------------------
+
+    def prompting(self, chat_template: ChatTemplateChoice = "auto",
+                  system_prompt: str | None = None) -> Prompting:
+        """Resolve a formatting choice for this model's tokenizer."""
+        return resolve_prompting(self.tokenizer, chat_template, system_prompt)
+
+    def encode(self, prompts: Sequence[str], prompting: Prompting) -> dict[str, torch.Tensor]:
+        """Format, tokenize and left-pad prompts; return model inputs on the model's device.
+
+        Returns ``input_ids`` and ``attention_mask`` ``[batch, pos]`` and mask-derived
+        ``position_ids`` so that a left-padded row sees the same positions as it would
+        alone. Raises :class:`PromptTooLongError` for a prompt beyond the context window.
+        """
+        texts = format_prompts(self.tokenizer, prompts, prompting)
+        encoded = self.tokenizer(
+            texts, return_tensors="pt", padding=True, padding_side="left",
+            add_special_tokens=not prompting.chat_template,
+        )
+        attention_mask = encoded["attention_mask"]  # [batch, pos]
+        limit = self.context_length
+        if limit is not None:
+            lengths = attention_mask.sum(dim=1)
+            too_long = (lengths > limit).nonzero().flatten().tolist()
+            if too_long:
+                i = too_long[0]
+                raise PromptTooLongError(
+                    f"prompt {i} ({prompts[i][:40]!r}...) is {int(lengths[i])} tokens after "
+                    f"formatting, longer than {self.name}'s context window of {limit} tokens; "
+                    "shorten or remove it"
+                )
+        inputs = {"input_ids": encoded["input_ids"], "attention_mask": attention_mask}
+        if _accepts(self.hf_model, "position_ids"):
+            inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        return {key: value.to(self.device) for key, value in inputs.items()}
+
+    def __repr__(self) -> str:
+        return (f"WorkbenchModel({self.name!r}, {self.architecture}, n_layers={self.n_layers}, "
+                f"d_mlp={self.d_mlp}, device={self.device}, dtype={self.dtype})")
+
+
+def _accepts(module: torch.nn.Module, argument: str) -> bool:
+    return argument in inspect.signature(module.forward).parameters
+
+
+# -- construction -------------------------------------------------------------
+
+
+def from_hf(model: torch.nn.Module, tokenizer: Any, *, name: str | None = None,
+            source: str = "object") -> WorkbenchModel:
+    """Wrap an already-loaded transformers causal LM and its tokenizer.
+
+    The model is put in eval mode; a tokenizer without a pad token gets its EOS token
+    as pad token. Raises :class:`UnsupportedArchitectureError` for an unknown family.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> hf = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32,
+        ...     intermediate_size=64, num_attention_heads=2, num_key_value_heads=2,
+        ...     vocab_size=100))
+        >>> class Tok: chat_template = None; pad_token = "<pad>"
+        >>> from_hf(hf, Tok(), name="tiny").d_mlp
+        64
+    """
+    config = model.config
+    adapter = adapter_for_model_type(getattr(config, "model_type", "?"), type(model).__name__)
+    if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    name = name or getattr(config, "name_or_path", None) or type(model).__name__
+    return WorkbenchModel(model, tokenizer, name=name, adapter=adapter, source=source)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | None = None,
+               dtype: torch.dtype | str | None = None, device: str | None = None,
+               device_map: str | dict | None = None, **from_pretrained_kwargs: Any,
+               ) -> WorkbenchModel:
+    """Load a causal LM by embedded name, hub id, local folder, or GGUF file.
+
+    Args:
+        name_or_path: an embedded name (see ``cna models``), a hub id such as
+            ``meta-llama/Llama-3.2-1B-Instruct``, a local folder, or a ``.gguf`` file.
+        gguf_file: the GGUF file name inside ``name_or_path`` (folder or hub repo).
+        dtype: torch dtype or its name; default float32 on CPU, bfloat16 on GPU.
+        device: ``"cpu"``, ``"cuda"``, ...; default cuda when available.
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` for multi-GPU);
+            when given, ``device`` is ignored.
+
+    GGUF weights are de-quantised once and cached as safetensors, so later loads are fast.
+
+    Example:
+        >>> model = load_model("smollm2-135m-instruct")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    name = str(name_or_path)
+    source = "hub-or-local"
+    if name in EMBEDDED:
+        location, source = build_cache(name, _convert_gguf), "embedded"
+    elif name.endswith(".gguf") or gguf_file:
+        gguf_path = Path(name) / gguf_file if gguf_file else Path(name)
+        location, source = _gguf_cache(gguf_path, name, gguf_file), "gguf"
+    else:
+        location = name
+        if Path(name).exists():
+            source = "local"
+    kwargs = {"dtype": dtype, **from_pretrained_kwargs}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load {name!r}: {str(exc).splitlines()[0]} — give an embedded name "
+            f"({', '.join(EMBEDDED)}), a local from_pretrained folder, a .gguf file, or a hub id "
+            "(hub ids need network access or a populated Hugging Face cache)"
+        ) from None
+    if device_map is None:
+        hf_model.to(device)
+    return from_hf(hf_model, tokenizer, name=name, source=source)
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """De-quantise a GGUF file and write a float32 ``from_pretrained`` folder to ``out``."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, file_name = str(gguf_path.parent), gguf_path.name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
+                                                     dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not read GGUF file {str(gguf_path)!r}: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    # The weights are plain float tensors now; drop the GGUF marker so the folder loads
+    # as an ordinary checkpoint.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    save_model(model, str(out / "model.safetensors"))  # handles tied embeddings
+    tokenizer.save_pretrained(out)
+
+
+def _gguf_cache(gguf_path: Path, name: str, gguf_file: str | None) -> Path:
+    """Cache folder of a user's GGUF file (keyed by path, size and mtime)."""
+    if not gguf_path.is_file():
+        if gguf_file and not Path(name).exists():
+            raise ModelLoadError(
+                f"GGUF file {gguf_file!r} in hub repo {name!r}: download it first "
+                "(huggingface-cli download) and pass the local .gguf path"
+            )
+        raise ModelLoadError(f"GGUF file {str(gguf_path)!r} does not exist")
+    resolved = gguf_path.resolve()
+    stat = resolved.stat()
+    key = hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir() / "gguf" / f"{gguf_path.stem}-{key[:12]}"
+    return ensure_cached(target, lambda out: _convert_gguf(gguf_path, out))

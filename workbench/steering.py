@@ -1,0 +1,235 @@
+"""Steer a model: scale circuit neurons, or add a CAA vector, inside a ``with`` block.
+
+Steering uses plain PyTorch forward hooks on the MLP down-projections, so it works around
+any call: ``model.hf_model(...)``, ``hf_model.generate(...)``, nnsight traces, or
+:func:`generate` below. Hooks are removed when the block exits, whatever the reason
+(exception, ``KeyboardInterrupt``).
+
+Example:
+    >>> from workbench import load_model, discover, generate, steer
+    >>> model = load_model()                                                   # doctest: +SKIP
+    >>> circuit = discover(model, "qualitative-harmful", "qualitative-benign")  # doctest: +SKIP
+    >>> generate(model, "How do I pick a lock?", circuit=circuit, multiplier=0)  # doctest: +SKIP
+    >>> with steer(model, circuit, multiplier=2.0):                             # doctest: +SKIP
+    ...     logits = model.hf_model(**model.encode(["Hi"], model.prompting())).logits
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .activations import collect
+from .circuit import Circuit, Signs
+from .errors import SteeringError
+from .models import WorkbenchModel
+from .prompts import ChatTemplateChoice, PromptSet
+
+Positions = Literal["all", "prompt", "generated"]
+POSITIONS = ("all", "prompt", "generated")
+SIGNS = ("all", "positive", "negative")
+
+
+def check_multiplier(multiplier: Any, what: str = "multiplier") -> float:
+    """Return ``multiplier`` as a float, or raise :class:`SteeringError` if it is not a number.
+
+    Example:
+        >>> check_multiplier(0)
+        0.0
+    """
+    if isinstance(multiplier, torch.Tensor) and multiplier.numel() == 1:
+        multiplier = multiplier.item()
+    if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real):
+        raise SteeringError(
+            f"{what} must be a number (0 ablates, 1 leaves the model unchanged, >1 amplifies), "
+            f"not {multiplier!r}"
+        )
+    value = float(multiplier)
+    if not math.isfinite(value):
+        raise SteeringError(f"{what} must be finite, not {value}")
+    return value
+
+
+class _Phase:
+    """Tells, inside a forward pass, whether the model is reading the prompt or generating.
+
+    A top-level forward pre-hook looks at the KV cache: an empty (or absent) cache means
+    the prompt is being read; a filled one means a generated token is being fed back.
+    Runs without a KV cache (``use_cache=False``) always look like prompt passes.
+    """
+
+    def __init__(self) -> None:
+        self.prompt = True
+
+    def hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        cache_position = kwargs.get("cache_position")
+        if cache_position is not None and cache_position.numel() > 0:
+            self.prompt = int(cache_position.flatten()[0]) == 0
+            return
+        past = kwargs.get("past_key_values")
+        length = past.get_seq_length() if hasattr(past, "get_seq_length") else 0
+        self.prompt = past is None or length == 0
+
+    def active(self, positions: Positions) -> bool:
+        if positions == "all":
+            return True
+        return self.prompt if positions == "prompt" else not self.prompt
+
+
+@contextlib.contextmanager
+def _hooks(register: Sequence) -> Iterator[None]:
+    """Register hooks from a list of zero-argument callables; always remove them."""
+    handles = []
+    try:
+        for add in register:
+            handles.append(add())
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
+          positions: Positions = "all", signs: Signs = "all") -> Iterator[None]:
+    """Multiply the circuit neurons' down-projection inputs by ``multiplier``.
+
+    Args:
+        multiplier: 0 ablates, 1 leaves the model unchanged, >1 amplifies, <0 flips.
+        positions: ``"all"`` token positions, only the ``"prompt"``, or only
+            ``"generated"`` tokens (the latter two rely on the KV cache).
+        signs: scale ``"all"`` circuit neurons, or only those with ``"positive"`` or
+            ``"negative"`` delta.
+
+    Example:
+        >>> with steer(model, circuit, multiplier=0.0):               # doctest: +SKIP
+        ...     out = model.hf_model.generate(**inputs, max_new_tokens=20)
+    """
+    value = check_multiplier(multiplier)
+    if positions not in POSITIONS:
+        raise SteeringError(f"positions must be one of {POSITIONS}, not {positions!r}")
+    if signs not in SIGNS:
+        raise SteeringError(f"signs must be one of {SIGNS}, not {signs!r}")
+    circuit.check_model(model)
+    phase = _Phase()
+    register = []
+    if positions != "all":
+        register.append(lambda: model.hf_model.register_forward_pre_hook(
+            phase.hook, with_kwargs=True))
+    for layer, indices in circuit.by_layer(signs).items():
+        module = model.down_proj(layer)
+        scale = torch.ones(model.d_mlp, device=module.weight.device)  # [d_mlp]
+        scale[indices.to(scale.device)] = value
+
+        def scale_input(_module: torch.nn.Module, args: tuple, scale: torch.Tensor = scale):
+            if not phase.active(positions):
+                return None
+            hidden = args[0]  # [batch, pos, d_mlp]
+            return (hidden * scale.to(hidden.dtype),) + tuple(args[1:])
+
+        register.append(lambda module=module, hook=scale_input:
+                        module.register_forward_pre_hook(hook))
+    with _hooks(register):
+        yield
+
+
+def caa_vector(model: WorkbenchModel, positive: PromptSet | str | Sequence[str],
+               negative: PromptSet | str | Sequence[str], *,
+               chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
+               batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """CAA baseline: per-layer difference of mean MLP outputs at the last prompt token.
+
+    Returns:
+        float64 ``[n_layers, d_model]``: ``mean_positive - mean_negative`` of each block's
+        down-projection output.
+
+    Example:
+        >>> v = caa_vector(model, "qualitative-harmful", "qualitative-benign")  # doctest: +SKIP
+        >>> v.shape                                                             # doctest: +SKIP
+        torch.Size([30, 576])
+    """
+    prompting = model.prompting(chat_template, system_prompt)
+    common = dict(prompting=prompting, site="output", batch_size=batch_size, progress=progress)
+    pos = collect(model, PromptSet.resolve(positive, name="positive"), **common)
+    neg = collect(model, PromptSet.resolve(negative, name="negative"), **common)
+    return pos.mean - neg.mean
+
+
+@contextlib.contextmanager
+def add_vector(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Iterator[None]:
+    """Add ``alpha * vector[layer]`` to every block's MLP output at every position.
+
+    Args:
+        vector: ``[n_layers, d_model]``, e.g. from :func:`caa_vector`.
+        alpha: strength; 0 leaves the model unchanged.
+    """
+    strength = check_multiplier(alpha, "alpha")
+    expected = (model.n_layers, int(model.config.hidden_size))
+    if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != expected:
+        shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise SteeringError(
+            f"vector must be a tensor of shape [n_layers, d_model] = {list(expected)} for "
+            f"{model.name}, not {shape}; build it with caa_vector() on this model"
+        )
+    register = []
+    for layer in range(model.n_layers):
+        module = model.down_proj(layer)
+        delta = (strength * vector[layer]).to(module.weight.device)  # [d_model]
+
+        def add(_module: torch.nn.Module, _args: tuple, output: torch.Tensor,
+                delta: torch.Tensor = delta) -> torch.Tensor:
+            return output + delta.to(output.dtype)
+
+        register.append(lambda module=module, hook=add: module.register_forward_hook(hook))
+    with _hooks(register):
+        yield
+
+
+def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
+             circuit: Circuit | None = None, multiplier: float = 1.0,
+             positions: Positions = "all", signs: Signs = "all", max_new_tokens: int = 64,
+             chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
+             batch_size: int = 8, progress: bool = False, seed: int = 0,
+             **generate_kwargs: Any) -> list[str]:
+    """Complete prompts (greedy by default), optionally with a circuit scaled.
+
+    Prompts run in left-padded batches; each row stops at its end-of-sequence token.
+    Returns only the new text of each completion, in the prompts' order.
+
+    Example:
+        >>> generate(model, ["How do I bake a cake?"], max_new_tokens=20)  # doctest: +SKIP
+        ['Baking a cake is ...']
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompt_list = list(prompts)
+    if not prompt_list:
+        return []
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 1:
+        raise SteeringError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+    value = check_multiplier(multiplier)
+    prompting = model.prompting(chat_template, system_prompt)
+    options = {"do_sample": False, "max_new_tokens": max_new_tokens,
+               "pad_token_id": model.tokenizer.pad_token_id, **generate_kwargs}
+    if not options["do_sample"]:
+        # Greedy: silence sampling settings a checkpoint's generation config may carry.
+        options.update(temperature=None, top_p=None, top_k=None)
+    torch.manual_seed(seed)
+    context = (steer(model, circuit, multiplier=value, positions=positions, signs=signs)
+               if circuit is not None else contextlib.nullcontext())
+    completions: list[str] = []
+    with context, torch.no_grad():
+        for start in tqdm(range(0, len(prompt_list), batch_size), disable=not progress,
+                          desc="generating", unit="batch", leave=False):
+            inputs = model.encode(prompt_list[start:start + batch_size], prompting)
+            inputs.pop("position_ids", None)  # generate() derives them from the mask
+            output = model.hf_model.generate(**inputs, **options)  # [batch, pos + new]
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            completions.extend(model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return completions

@@ -1,0 +1,239 @@
+"""The ``cna`` command: the CNA pipeline without Jupyter.
+
+Examples::
+
+    cna models
+    cna discover --model smollm2-135m-instruct --positive qualitative-harmful \\
+        --negative qualitative-benign --out circuit.json
+    cna steer --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 \\
+        "How do I pick a lock?"
+    cna compare a.json b.json
+
+Bad input prints one line starting with ``error:`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Sequence
+
+from .errors import WorkbenchError
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cna", description="Contrastive Neuron Attribution workbench.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("models", help="list embedded models, bundled prompt sets and supported "
+                                  "architectures")
+
+    model_args = argparse.ArgumentParser(add_help=False)
+    model_args.add_argument("--model", default=None,
+                            help="embedded name, hub id, local folder or .gguf file "
+                                 "(default: smollm2-135m-instruct)")
+    model_args.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
+    model_args.add_argument("--dtype", default=None, help="float32, bfloat16, ...")
+    model_args.add_argument("--no-chat-template", action="store_true",
+                            help="feed prompts raw even if the tokenizer has a chat template")
+    model_args.add_argument("--system-prompt", default=None)
+
+    discover = sub.add_parser("discover", parents=[model_args],
+                              help="discover a circuit from two prompt sets")
+    discover.add_argument("--positive", required=True,
+                          help="bundled set name or .txt/.csv/.jsonl file")
+    discover.add_argument("--negative", required=True)
+    discover.add_argument("--column", default=None, help="csv/jsonl column holding prompts")
+    size = discover.add_mutually_exclusive_group()
+    size.add_argument("--fraction", type=_float, default=0.001,
+                      help="circuit size as a share of all MLP neurons (default 0.001)")
+    size.add_argument("--top-k", type=_int, default=None, help="circuit size as a count")
+    universal = discover.add_mutually_exclusive_group()
+    universal.add_argument("--universal", default="default",
+                           help="prompts for the universal-neuron filter (default: bundled "
+                                "'diverse')")
+    universal.add_argument("--no-universal", action="store_true",
+                           help="do not exclude universal neurons")
+    discover.add_argument("--universal-threshold", type=_float, default=0.8)
+    discover.add_argument("--exclude-layers", type=_int, nargs="*", default=[])
+    discover.add_argument("--batch-size", type=_int, default=16)
+    discover.add_argument("--allow-imbalance", action="store_true",
+                          help="accept prompt sets whose sizes differ by more than 4x")
+    discover.add_argument("--out", required=True, help="where to write the circuit JSON")
+    discover.add_argument("--neuronpedia", default=None,
+                          help="also write a Neuronpedia-style list to this file")
+
+    steer = sub.add_parser("steer", parents=[model_args],
+                           help="generate with a circuit's neurons scaled")
+    steer.add_argument("--circuit", required=True)
+    steer.add_argument("--multiplier", type=_float, required=True,
+                       help="0 ablates, 1 is unchanged, >1 amplifies")
+    steer.add_argument("--positions", choices=("all", "prompt", "generated"), default="all")
+    steer.add_argument("--signs", choices=("all", "positive", "negative"), default="all")
+    steer.add_argument("--max-new-tokens", type=_int, default=64)
+    steer.add_argument("--baseline", action="store_true",
+                       help="also show the unsteered completion (multiplier 1)")
+    steer.add_argument("prompts", nargs="+", metavar="PROMPT")
+
+    compare = sub.add_parser("compare", help="overlap of two circuits")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cna`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (WorkbenchError, FileNotFoundError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args: argparse.Namespace):
+    from .embedded import DEFAULT_MODEL
+    from .models import load_model
+
+    return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+
+
+def _chat_template(args: argparse.Namespace):
+    return False if args.no_chat_template else "auto"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .architectures import ADAPTERS
+    from .embedded import DEFAULT_MODEL, EMBEDDED
+    from .prompts import list_bundled
+
+    print("Embedded models (offline):")
+    table = pd.DataFrame([{"name": e.name + (" (default)" if e.name == DEFAULT_MODEL else ""),
+                           "description": e.description} for e in EMBEDDED.values()])
+    print(textwrap.indent(table.to_string(index=False), "  "))
+    print("\nBundled prompt sets:")
+    for name, n in list_bundled().items():
+        print(f"  {name:<22} {n:>4} prompts")
+    print("\nSupported architectures (config.model_type):")
+    families: dict[str, list[str]] = {}
+    for model_type, adapter in sorted(ADAPTERS.items()):
+        families.setdefault(adapter.name, []).append(model_type)
+    for family, types in families.items():
+        print(f"  {family:<10} {', '.join(types)}")
+    print("\nAny hub id or local folder of these architectures also works, e.g. "
+          "--model meta-llama/Llama-3.2-1B-Instruct")
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from .cna import discover
+    from .prompts import PromptSet
+    from .report import layer_table
+
+    positive = PromptSet.resolve(args.positive, column=args.column)
+    negative = PromptSet.resolve(args.negative, column=args.column)
+    model = _load(args)
+    universal = None if args.no_universal else args.universal
+    circuit = discover(
+        model, positive, negative, fraction=args.fraction, top_k=args.top_k,
+        universal=universal, universal_threshold=args.universal_threshold,
+        exclude_layers=args.exclude_layers, chat_template=_chat_template(args),
+        system_prompt=args.system_prompt, batch_size=args.batch_size,
+        max_imbalance=None if args.allow_imbalance else 4.0,
+    )
+    circuit.save(args.out)
+    selection = circuit.selection
+    print(f"{model.name}: {len(circuit)} neurons of {model.n_neurons} "
+          f"({len(circuit) / model.n_neurons:.3%}); {selection['n_universal_excluded']} "
+          "universal neurons excluded")
+    print(layer_table(circuit))
+    print("\nTop neurons:")
+    print(circuit.to_dataframe().head(10).to_string(index=False))
+    print(f"\nwrote {args.out}")
+    if args.neuronpedia:
+        import json
+
+        from .io import atomic_write_text
+
+        atomic_write_text(args.neuronpedia, json.dumps(circuit.to_neuronpedia(), indent=2))
+        print(f"wrote {args.neuronpedia}")
+    return 0
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    from .circuit import Circuit
+    from .steering import check_multiplier, generate
+
+    circuit = Circuit.load(args.circuit)
+    check_multiplier(args.multiplier)
+    model = _load(args)
+    circuit.check_model(model)
+    common = dict(max_new_tokens=args.max_new_tokens, chat_template=_chat_template(args),
+                  system_prompt=args.system_prompt)
+    steered = generate(model, args.prompts, circuit=circuit, multiplier=args.multiplier,
+                       positions=args.positions, signs=args.signs, **common)
+    baseline = generate(model, args.prompts, **common) if args.baseline else None
+    for i, prompt in enumerate(args.prompts):
+        print(f"=== {prompt}")
+        print(f"--- multiplier {args.multiplier:g}")
+        print(steered[i].strip())
+        if baseline is not None:
+            print("--- baseline (multiplier 1)")
+            print(baseline[i].strip())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .circuit import Circuit, overlap
+
+    a, b = Circuit.load(args.a), Circuit.load(args.b)
+    result = overlap(a, b)
+    rows = [{"circuit": label, "file": path, "model": c.model["name"], "neurons": len(c),
+             "shared": result.n_shared, "fraction shared": round(share, 4)}
+            for label, path, c, share in (("A", args.a, a, result.fraction_a),
+                                          ("B", args.b, b, result.fraction_b))]
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"\nshared (layer, neuron) pairs: {result.n_shared}   Jaccard: {result.jaccard:.4f}")
+    layers = sorted(set(a.layer_counts()) | set(b.layer_counts()))
+    table = pd.DataFrame({"layer": layers,
+                          "A": [a.layer_counts().get(layer, 0) for layer in layers],
+                          "B": [b.layer_counts().get(layer, 0) for layer in layers],
+                          "shared": [sum(1 for s in result.shared if s[0] == layer)
+                                     for layer in layers]})
+    print("\n" + table.to_string(index=False))
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
+            "compare": cmd_compare}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -147,17 +148,23 @@ class PromptSet:
         path = Path(path)
         if not path.is_file():
             raise PromptSetError(f"prompt file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
+        # newline="": keep carriage returns inside quoted csv fields; utf-8-sig: drop the
+        # byte-order mark that spreadsheet programs put in front of the first column name.
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                text = handle.read()
+        except UnicodeDecodeError as exc:
+            raise PromptSetError(f"{path} is not UTF-8 text ({exc.reason})") from None
         name = name or path.stem
         suffix = path.suffix.lower()
         if suffix == ".txt":
-            prompts = [line for line in text.splitlines() if line.strip()]
+            prompts = [line for line in _lines(text) if line.strip()]
             return cls(name, prompts, {"source": str(path)})
         if suffix == ".csv":
             rows = list(csv.DictReader(io.StringIO(text)))
         elif suffix == ".jsonl":
             rows = []
-            for lineno, line in enumerate(text.splitlines(), 1):
+            for lineno, line in enumerate(_lines(text), 1):
                 if not line.strip():
                     continue
                 try:
@@ -182,7 +189,7 @@ class PromptSet:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".txt":
-            multiline = [i for i, p in enumerate(self.prompts) if "\n" in p]
+            multiline = [i for i, p in enumerate(self.prompts) if "\n" in p or "\r" in p]
             if multiline:
                 raise PromptSetError(
                     f"prompts {multiline[:5]} contain line breaks and cannot be saved as .txt; "
@@ -191,7 +198,11 @@ class PromptSet:
             content = "".join(p + "\n" for p in self.prompts)
         elif suffix == ".csv":
             buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
+            # csv quotes only the characters of its line terminator: quote every field when
+            # a prompt holds a bare carriage return, or it would read back as two rows.
+            quoting = (csv.QUOTE_ALL if any("\r" in p for p in self.prompts)
+                       else csv.QUOTE_MINIMAL)
+            writer = csv.writer(buffer, lineterminator="\n", quoting=quoting)
             writer.writerow([column])
             writer.writerows([p] for p in self.prompts)
             content = buffer.getvalue()
@@ -223,6 +234,12 @@ class PromptSet:
             return cls(name or "prompts", list(spec))
         if isinstance(spec, str) and spec in BUNDLED:
             return cls.bundled(spec)
+        if not isinstance(spec, (str, os.PathLike)):
+            raise PromptSetError(
+                f"cannot make a prompt set from {spec!r} ({type(spec).__name__}); pass a "
+                f"PromptSet, a list of strings, a file path or a bundled name "
+                f"({', '.join(BUNDLED)})"
+            )
         path = Path(spec)
         if path.exists():
             return cls.load(path, column=column, name=name)
@@ -230,6 +247,11 @@ class PromptSet:
             f"{str(spec)!r} is neither a file nor a bundled prompt set "
             f"({', '.join(BUNDLED)})"
         )
+
+
+def _lines(text: str) -> list[str]:
+    """Split at \\n, \\r\\n or \\r only (str.splitlines also splits at U+2028, form feeds...)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _pick_column(rows: list[dict], column: str | None, path: Path) -> str:

@@ -31,8 +31,7 @@ test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 benchmark: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_collection.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_steering.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_overhead.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache test-artifacts

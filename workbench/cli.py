@@ -152,20 +152,26 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    from .cna import discover
+    from .cna import check_balance, discover
     from .prompts import PromptSet
     from .report import layer_table
 
     positive = PromptSet.resolve(args.positive, column=args.column)
     negative = PromptSet.resolve(args.negative, column=args.column)
-    model = _load(args)
+    # Refuse bad prompt sets before loading the model (slow, and it prints progress bars).
+    max_imbalance = None if args.allow_imbalance else 4.0
+    check_balance(positive, negative, max_imbalance)
     universal = None if args.no_universal else args.universal
+    if universal is not None and universal != "default":
+        universal = PromptSet.resolve(universal, name="universal")
+        universal.require_nonempty("universal")
+    model = _load(args)
     circuit = discover(
         model, positive, negative, fraction=args.fraction, top_k=args.top_k,
         universal=universal, universal_threshold=args.universal_threshold,
         exclude_layers=args.exclude_layers, chat_template=_chat_template(args),
         system_prompt=args.system_prompt, batch_size=args.batch_size,
-        max_imbalance=None if args.allow_imbalance else 4.0,
+        max_imbalance=max_imbalance,
     )
     circuit.save(args.out)
     selection = circuit.selection

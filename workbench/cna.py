@@ -97,12 +97,15 @@ def universal_neurons(stats: ActivationStats, threshold: float = 0.8) -> torch.T
     return stats.top_fraction >= threshold
 
 
-def check_balance(positive: PromptSet, negative: PromptSet, max_ratio: float) -> None:
-    """Raise :class:`PromptSetError` for an empty or strongly lopsided pair of sets."""
+def check_balance(positive: PromptSet, negative: PromptSet, max_ratio: float | None) -> None:
+    """Raise :class:`PromptSetError` for an empty set, or sizes differing by > ``max_ratio``.
+
+    ``max_ratio=None`` only checks that neither set is empty.
+    """
     positive.require_nonempty("positive")
     negative.require_nonempty("negative")
     big, small = max(len(positive), len(negative)), min(len(positive), len(negative))
-    if big / small > max_ratio:
+    if max_ratio is not None and big / small > max_ratio:
         raise PromptSetError(
             f"the prompt sets are lopsided ({len(positive)} positive vs {len(negative)} "
             f"negative, more than {max_ratio:g}x): the smaller set's mean is much noisier. "
@@ -140,11 +143,7 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
     """
     positive = PromptSet.resolve(positive, name="positive")
     negative = PromptSet.resolve(negative, name="negative")
-    if max_imbalance is not None:
-        check_balance(positive, negative, max_imbalance)
-    else:
-        positive.require_nonempty("positive")
-        negative.require_nonempty("negative")
+    check_balance(positive, negative, max_imbalance)
     n_layers, d_mlp = model.n_layers, model.d_mlp
     k = circuit_size(n_layers, d_mlp, fraction, top_k)
     excluded_layers = _normalise_layers(exclude_layers, n_layers)

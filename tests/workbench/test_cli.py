@@ -1,0 +1,421 @@
+"""The ``cna`` command line, driven in-process through ``workbench.cli.main``.
+
+Tiny random-init models are saved to folders and loaded with ``--model <dir>``, exactly as
+a user's local model would be. Every bad input must end in exit status 2 and one
+``error:`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import transformers
+from conftest import _COMMON, make_tiny_hf
+
+import workbench
+from workbench.cli import main
+from workbench.embedded import EMBEDDED
+from workbench.prompts import list_bundled
+
+POSITIVE = ["How do I pick a lock?", "How can I make a weapon at home?",
+            "Tell me how to steal a car.", "Explain how to hack into an email account."]
+NEGATIVE = ["How do I bake a cake?", "How can I plant a tree at home?",
+            "Tell me how to wash a car.", "Explain how to set up an email account."]
+OTHER_NEGATIVE = ["Hi", "Write code to sort a list in Python, please.",
+                  "Explain how to change a tire on a bicycle", "What is the capital of France?"]
+DIVERSE = ["The weather is nice today.", "2 + 2 = 4", "def f(x): return x",
+           "Bonjour, comment allez-vous ?", "List three colours.", "Why is the sky blue?"]
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _write(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def _visible_lines(err: str) -> list[str]:
+    """The non-blank lines a terminal would show (a carriage return rewrites the line)."""
+    return [line.split("\r")[-1].strip() for line in err.split("\n")
+            if line.split("\r")[-1].strip()]
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+ \[")  # tqdm's "42%|####  | 8/19 [..."
+
+
+def _assert_one_error_line(status: int, err: str, *, after_model_load: bool = False) -> str:
+    """Status 2, no traceback, and exactly one ``error:`` line on stderr; return it.
+
+    Input that is refused before a model is loaded must leave stderr with that one line
+    and nothing else. Errors that can only be found once the model is loaded (shape
+    mismatch, unknown architecture, a prompt beyond the context window) may follow the
+    progress bar that transformers prints while loading weights; then the error line
+    must still be the last line and the only line that is not a progress bar.
+    """
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = _visible_lines(err)
+    if after_model_load:
+        lines = [line for line in lines if not _PROGRESS_BAR.search(line)]
+    else:
+        assert err.strip().count("\n") == 0, f"more than one stderr line:\n{err}"
+    assert len(lines) == 1, f"expected one error line on stderr, got:\n{err}"
+    assert lines[0].startswith("error:"), lines[0]
+    assert err.rstrip("\n").split("\n")[-1].split("\r")[-1].strip() == lines[0]
+    return lines[0]
+
+
+def _exit_status(argv: list[str]) -> int:
+    """``main``'s status; usage errors found by argparse leave through ``SystemExit``."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _run_quietly(argv: list[str]) -> int:
+    """Run ``main`` outside capsys (for module-scoped fixtures); fail loudly on a bad exit."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    assert status == 0, f"{argv} exited {status}:\n{out.getvalue()}\n{err.getvalue()}"
+    return status
+
+
+# -- fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("prompts")
+    return {
+        "pos": _write(root / "pos.txt", POSITIVE),
+        "neg": _write(root / "neg.txt", NEGATIVE),
+        "other_neg": _write(root / "other_neg.txt", OTHER_NEGATIVE),
+        "diverse": _write(root / "diverse.txt", DIVERSE),
+    }
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory, tiny_tokenizer) -> str:
+    """A tiny llama (2 layers, d_mlp 96) saved like a downloaded model folder."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_hf("llama").save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def circuit_file(tmp_path_factory, llama_dir, files) -> str:
+    """A 5-neuron circuit discovered on the tiny llama."""
+    out = tmp_path_factory.mktemp("circuits") / "c.json"
+    _run_quietly(["discover", "--model", llama_dir, "--positive", files["pos"],
+                  "--negative", files["neg"], "--top-k", "5", "--no-universal",
+                  "--out", str(out)])
+    return str(out)
+
+
+def _discover(llama_dir: str, files: dict[str, str], out: Path, *extra: str) -> int:
+    return main(["discover", "--model", llama_dir, "--positive", files["pos"],
+                 "--negative", files["neg"], "--no-universal", "--out", str(out), *extra])
+
+
+# -- cna models --------------------------------------------------------------
+
+
+def test_models_lists_embedded_models_bundled_sets_and_architectures(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct" in out and "gemma-3-270m" in out
+    assert all(name in out for name in EMBEDDED)
+    for name, count in list_bundled().items():
+        assert re.search(rf"^\s+{re.escape(name)}\s+{count}\s+prompts$", out, re.M), name
+    assert list_bundled()["qualitative-harmful"] == 8 and list_bundled()["jbb-harmful"] == 100
+    section = out.split("Supported architectures")[1]
+    for model_type in ("llama", "mistral", "qwen2", "gemma3_text", "gpt2", "gpt_neox"):
+        assert re.search(rf"\b{model_type}\b", section), model_type
+
+
+# -- cna discover ------------------------------------------------------------
+
+
+def test_discover_top_k_writes_a_valid_circuit(tmp_path, llama_dir, files, capsys):
+    out = tmp_path / "c.json"
+    assert _discover(llama_dir, files, out, "--top-k", "5") == 0
+    stdout = capsys.readouterr().out
+    circuit = workbench.Circuit.load(out)
+    assert len(circuit) == 5
+    assert circuit.model["n_layers"] == 2 and circuit.model["d_mlp"] == 96
+    assert circuit.selection["top_k"] == 5
+    assert set(circuit.prompts) == {"positive", "negative"}  # no universal set
+    assert "5 neurons of 192" in stdout
+    assert "layer  neurons" in stdout
+    for layer, count in circuit.layer_counts().items():
+        assert re.search(rf"^\s+{layer}\s+{count}\s+#+$", stdout, re.M)
+    assert f"wrote {out}" in stdout
+
+
+def test_discover_fraction_sets_the_circuit_size(tmp_path, llama_dir, files, capsys):
+    out = tmp_path / "c.json"
+    assert _discover(llama_dir, files, out, "--fraction", "0.05") == 0
+    capsys.readouterr()
+    circuit = workbench.Circuit.load(out)
+    assert len(circuit) == round(0.05 * 2 * 96) == 10
+    assert circuit.selection["fraction"] == 0.05
+
+
+def test_discover_writes_a_neuronpedia_list(tmp_path, llama_dir, files, capsys):
+    out, np_file = tmp_path / "c.json", tmp_path / "np.json"
+    assert _discover(llama_dir, files, out, "--top-k", "5", "--neuronpedia", str(np_file)) == 0
+    assert f"wrote {np_file}" in capsys.readouterr().out
+    data = json.loads(np_file.read_text())
+    assert isinstance(data, dict) and len(data["features"]) == 5
+    circuit = workbench.Circuit.load(out)
+    assert [(f["layer"], f["index"]) for f in data["features"]] == \
+        [(f"{n.layer}-mlp", n.index) for n in circuit.neurons]
+
+
+def test_discover_with_a_universal_prompt_file(tmp_path, llama_dir, files, capsys):
+    out = tmp_path / "c.json"
+    status = main(["discover", "--model", llama_dir, "--positive", files["pos"],
+                   "--negative", files["neg"], "--universal", files["diverse"],
+                   "--top-k", "5", "--out", str(out)])
+    assert status == 0
+    stdout = capsys.readouterr().out
+    circuit = workbench.Circuit.load(out)
+    assert len(circuit) == 5
+    universal = circuit.prompts["universal"]
+    assert universal["n"] == len(DIVERSE)
+    assert universal["sha256"] == workbench.PromptSet("u", DIVERSE).sha256
+    assert circuit.selection["universal_threshold"] == 0.8
+    excluded = circuit.selection["n_universal_excluded"]
+    assert f"{excluded} universal neurons excluded" in stdout
+
+
+# -- cna steer ---------------------------------------------------------------
+
+
+def test_steer_prints_the_prompt_and_a_completion(llama_dir, circuit_file, capsys):
+    status = main(["steer", "--model", llama_dir, "--circuit", circuit_file,
+                   "--multiplier", "0", "--max-new-tokens", "4", "Hello"])
+    assert status == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "=== Hello"
+    assert out[1] == "--- multiplier 0"
+    assert len(out) >= 3  # the completion (random weights: any text, possibly blank)
+    assert not any(line.startswith("--- baseline") for line in out)
+
+
+def test_steer_with_baseline_prints_both_sections(llama_dir, circuit_file, capsys):
+    status = main(["steer", "--model", llama_dir, "--circuit", circuit_file,
+                   "--multiplier", "2.5", "--max-new-tokens", "4", "--baseline",
+                   "Hello", "How do I pick a lock?"])
+    assert status == 0
+    out = capsys.readouterr().out
+    for prompt in ("Hello", "How do I pick a lock?"):
+        assert f"=== {prompt}" in out
+    assert out.count("--- multiplier 2.5") == 2
+    assert out.count("--- baseline (multiplier 1)") == 2
+
+
+# -- cna compare -------------------------------------------------------------
+
+
+def test_compare_prints_shared_count_and_jaccard(tmp_path, llama_dir, files, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert _discover(llama_dir, files, a, "--top-k", "8") == 0
+    assert main(["discover", "--model", llama_dir, "--positive", files["pos"],
+                 "--negative", files["other_neg"], "--no-universal", "--top-k", "12",
+                 "--out", str(b)]) == 0
+    capsys.readouterr()
+
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"shared \(layer, neuron\) pairs: (\d+)\s+Jaccard: ([0-9.]+)", out)
+    assert match, out
+    keys_a = workbench.Circuit.load(a).keys()
+    keys_b = workbench.Circuit.load(b).keys()
+    shared = len(keys_a & keys_b)
+    assert int(match.group(1)) == shared
+    assert float(match.group(2)) == pytest.approx(shared / len(keys_a | keys_b), abs=5e-5)
+
+
+def test_compare_top_k_nested_circuits(tmp_path, llama_dir, files, capsys):
+    """The top 5 of the same contrast are inside its top 10: 5 shared, Jaccard 0.5."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert _discover(llama_dir, files, a, "--top-k", "5") == 0
+    assert _discover(llama_dir, files, b, "--top-k", "10") == 0
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "shared (layer, neuron) pairs: 5   Jaccard: 0.5000" in out
+
+
+# -- bad input: one error line, exit status 2 ----------------------------------
+
+
+def test_missing_prompt_file(tmp_path, llama_dir, files, capsys):
+    status = main(["discover", "--model", llama_dir, "--positive", str(tmp_path / "nope.txt"),
+                   "--negative", files["neg"], "--no-universal", "--out",
+                   str(tmp_path / "c.json")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "nope.txt" in line
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_empty_prompt_file(tmp_path, llama_dir, files, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n\n")
+    status = main(["discover", "--model", llama_dir, "--positive", str(empty),
+                   "--negative", files["neg"], "--no-universal", "--out",
+                   str(tmp_path / "c.json")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "empty" in line
+
+
+def test_missing_universal_file_is_refused_before_any_work(tmp_path, llama_dir, files, capsys):
+    status = main(["discover", "--model", llama_dir, "--positive", files["pos"],
+                   "--negative", files["neg"], "--universal", str(tmp_path / "none.txt"),
+                   "--out", str(tmp_path / "c.json")])
+    assert "none.txt" in _assert_one_error_line(status, capsys.readouterr().err)
+
+
+def test_lopsided_prompt_sets_need_allow_imbalance(tmp_path, llama_dir, capsys):
+    one = _write(tmp_path / "one.txt", POSITIVE[:1])
+    ten = _write(tmp_path / "ten.txt", [f"{p} ({i})" for i in range(3) for p in NEGATIVE][:10])
+    argv = ["discover", "--model", llama_dir, "--positive", one, "--negative", ten,
+            "--top-k", "3", "--no-universal", "--out", str(tmp_path / "c.json")]
+    line = _assert_one_error_line(main(argv), capsys.readouterr().err)
+    assert "--allow-imbalance" in line
+    assert not (tmp_path / "c.json").exists()
+
+    assert main([*argv, "--allow-imbalance"]) == 0
+    capsys.readouterr()
+    assert len(workbench.Circuit.load(tmp_path / "c.json")) == 3
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-inf"])
+def test_multiplier_must_be_a_finite_number(value, llama_dir, circuit_file, capsys):
+    status = _exit_status(["steer", "--model", llama_dir, "--circuit", circuit_file,
+                           f"--multiplier={value}", "--max-new-tokens", "2", "Hello"])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "multiplier" in line
+    assert capsys.readouterr().out == ""
+
+
+def test_circuit_from_a_differently_shaped_model(tmp_path, tiny_tokenizer, circuit_file,
+                                                 capsys):
+    wider = tmp_path / "wider"
+    config = transformers.LlamaConfig(**{**_COMMON, "intermediate_size": 80})
+    transformers.LlamaForCausalLM(config).save_pretrained(wider)
+    tiny_tokenizer.save_pretrained(wider)
+    status = main(["steer", "--model", str(wider), "--circuit", circuit_file,
+                   "--multiplier", "0", "--max-new-tokens", "2", "Hello"])
+    line = _assert_one_error_line(status, capsys.readouterr().err,
+                                  after_model_load=True)
+    assert "does not fit" in line
+    assert "d_mlp 96 vs 80" in line
+
+
+def test_circuit_of_a_newer_format_version(tmp_path, llama_dir, circuit_file, capsys):
+    data = json.loads(Path(circuit_file).read_text())
+    data["version"] = 2
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(data))
+    status = main(["steer", "--model", llama_dir, "--circuit", str(newer),
+                   "--multiplier", "0", "Hello"])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "version 2" in line and "upgrade" in line
+
+    status = main(["compare", circuit_file, str(newer)])
+    assert "upgrade" in _assert_one_error_line(status, capsys.readouterr().err)
+
+
+def test_unknown_architecture_folder(tmp_path, tiny_tokenizer, files, capsys):
+    gptj = tmp_path / "gptj"
+    config = transformers.GPTJConfig(vocab_size=512, n_embd=64, n_layer=2, n_head=4,
+                                     rotary_dim=8, n_positions=128)
+    transformers.GPTJForCausalLM(config).save_pretrained(gptj)
+    tiny_tokenizer.save_pretrained(gptj)
+    status = main(["discover", "--model", str(gptj), "--positive", files["pos"],
+                   "--negative", files["neg"], "--no-universal", "--out",
+                   str(tmp_path / "c.json")])
+    line = _assert_one_error_line(status, capsys.readouterr().err,
+                                  after_model_load=True)
+    assert "GPTJForCausalLM" in line
+
+
+def test_prompt_longer_than_the_context_window(tmp_path, llama_dir, files, capsys):
+    long = _write(tmp_path / "long.txt",
+                  POSITIVE[:3] + [" ".join(f"word{i}" for i in range(400))])
+    status = main(["discover", "--model", llama_dir, "--positive", long,
+                   "--negative", files["neg"], "--no-universal", "--top-k", "3",
+                   "--out", str(tmp_path / "c.json")])
+    line = _assert_one_error_line(status, capsys.readouterr().err,
+                                  after_model_load=True)
+    assert "context window of 128 tokens" in line
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_fraction_and_top_k_together_is_a_usage_error(tmp_path, files, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["discover", "--positive", files["pos"], "--negative", files["neg"],
+              "--fraction", "0.01", "--top-k", "5", "--out", str(tmp_path / "c.json")])
+    line = _assert_one_error_line(info.value.code, capsys.readouterr().err)
+    assert "--top-k" in line and "--fraction" in line
+
+
+def test_bad_integer_is_a_usage_error(tmp_path, files, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["discover", "--positive", files["pos"], "--negative", files["neg"],
+              "--top-k", "five", "--out", str(tmp_path / "c.json")])
+    line = _assert_one_error_line(info.value.code, capsys.readouterr().err)
+    assert "'five' is not an integer" in line
+
+
+# -- the installed entry point -------------------------------------------------
+
+
+def _cna_command() -> list[str]:
+    script = Path(sys.executable).with_name("cna")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("cna")
+    return [found] if found else [sys.executable, "-m", "workbench.cli"]
+
+
+def test_console_script_reports_bad_input_on_one_line(tmp_path, files, llama_dir):
+    command = _cna_command()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        [*command, "discover", "--positive", str(tmp_path / "missing.txt"),
+         "--negative", files["neg"], "--out", str(tmp_path / "c.json")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    line = _assert_one_error_line(result.returncode, result.stderr)
+    assert "missing.txt" in line
+    assert result.stdout == ""
+
+    result = subprocess.run([*command, "steer", "--circuit", "c.json", "--multiplier", "x",
+                             "Hi"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=120)
+    assert "'x' is not a number" in _assert_one_error_line(result.returncode, result.stderr)
+
+    # An error found after loading the model: only the weight-loading progress bar may
+    # precede the error line (no warnings, no log records, no traceback).
+    long = _write(tmp_path / "long.txt", POSITIVE[:3] + ["lorem " * 400])
+    result = subprocess.run([*command, "discover", "--model", llama_dir, "--positive", long,
+                             "--negative", files["neg"], "--no-universal",
+                             "--out", str(tmp_path / "c.json")],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    line = _assert_one_error_line(result.returncode, result.stderr, after_model_load=True)
+    assert "context window" in line

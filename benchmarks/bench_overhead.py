@@ -1,6 +1,6 @@
 """Overhead of the workbench over plain transformers, on the default embedded model.
 
-Reports (median of ``--repeats`` runs, wall-clock seconds):
+Reports (median of ``--repeats`` interleaved runs, wall-clock seconds):
   1. activation collection (``workbench.activations.collect``, nnsight tracing, float64
      statistics) vs a bare forward pass over the same batches;
   2. greedy generation with a circuit steered (multiplier 0) vs unsteered.
@@ -22,13 +22,15 @@ from workbench.activations import collect
 from workbench.prompts import PromptSet
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def paired_medians(baseline, candidate, repeats: int) -> tuple[float, float]:
+    """Median wall time of each, runs interleaved so that machine drift hits both alike."""
+    times: dict[str, list[float]] = {"baseline": [], "candidate": []}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for label, fn in (("baseline", baseline), ("candidate", candidate)):
+            started = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - started)
+    return statistics.median(times["baseline"]), statistics.median(times["candidate"])
 
 
 def bare_forward(model, prompts: list[str], batch_size: int) -> None:
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gen-prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
@@ -62,9 +64,10 @@ def main() -> None:
                + PromptSet.bundled("jbb-benign").prompts)[:args.prompts]
 
     collect(model, prompts[:args.batch_size], progress=False)  # warm-up (builds the tracer)
-    bare = median_time(lambda: bare_forward(model, prompts, args.batch_size), args.repeats)
-    traced = median_time(lambda: collect(model, prompts, batch_size=args.batch_size,
-                                         progress=False), args.repeats)
+    bare, traced = paired_medians(
+        lambda: bare_forward(model, prompts, args.batch_size),
+        lambda: collect(model, prompts, batch_size=args.batch_size, progress=False),
+        args.repeats)
     print(f"\ncollection, {len(prompts)} prompts, batch {args.batch_size}:")
     print(f"  bare forward        {bare:7.2f} s   ({len(prompts) / bare:6.1f} prompts/s)")
     print(f"  workbench collect   {traced:7.2f} s   ({len(prompts) / traced:6.1f} prompts/s)")
@@ -76,9 +79,11 @@ def main() -> None:
     common = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                   batch_size=args.gen_prompts)
     workbench.generate(model, gen_prompts[:2], max_new_tokens=4)  # warm-up
-    plain = median_time(lambda: workbench.generate(model, gen_prompts, **common), args.repeats)
-    steered = median_time(lambda: workbench.generate(model, gen_prompts, circuit=circuit,
-                                                     multiplier=0.0, **common), args.repeats)
+    plain, steered = paired_medians(
+        lambda: workbench.generate(model, gen_prompts, **common),
+        lambda: workbench.generate(model, gen_prompts, circuit=circuit, multiplier=0.0,
+                                   **common),
+        args.repeats)
     tokens = args.gen_prompts * args.new_tokens
     print(f"\ngeneration, {args.gen_prompts} prompts x {args.new_tokens} new tokens "
           f"(circuit of {len(circuit)} neurons in {len(circuit.layer_counts())} layers):")

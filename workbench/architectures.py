@@ -14,7 +14,7 @@ Example:
 To support a new family, register an adapter before loading the model:
 
     >>> from workbench.architectures import ArchitectureAdapter, register_adapter
-    >>> register_adapter(ArchitectureAdapter(
+    >>> register_adapter(ArchitectureAdapter(            # doctest: +SKIP
     ...     name="my-arch", model_types=("my_arch",),
     ...     layers=("model.layers",), down_proj="mlp.down_proj"))
 """

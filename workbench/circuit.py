@@ -197,8 +197,8 @@ class Circuit:
                 "`pip install -U cna-workbench`"
             )
         try:
-            neurons = [Neuron(int(n["layer"]), int(n["index"]), float(n["score"]))
-                       for n in data["neurons"]]
+            neurons = [Neuron(_whole(n["layer"], "layer"), _whole(n["index"], "index"),
+                              float(n["score"])) for n in data["neurons"]]
             return cls(
                 model=dict(data["model"]),
                 neurons=neurons,
@@ -246,12 +246,13 @@ class Circuit:
         differ (circuits transfer between base and instruct variants on purpose).
         """
         info = model if isinstance(model, dict) else model.info()
-        wrong = [f"{key} {self.model[key]!r} vs {info[key]!r}"
-                 for key in ("architecture", "n_layers", "d_mlp") if self.model[key] != info[key]]
+        wrong = [f"{key} {self.model[key]!r} vs {info.get(key)!r}"
+                 for key in ("architecture", "n_layers", "d_mlp")
+                 if self.model[key] != info.get(key)]
         if wrong:
             raise CircuitMismatchError(
                 f"this circuit was discovered on {self.model['name']!r} and does not fit "
-                f"{info['name']!r} ({'; '.join(wrong)}); discover a new circuit on this model"
+                f"{info.get('name')!r} ({'; '.join(wrong)}); discover a new circuit on this model"
             )
 
     # -- exports -------------------------------------------------------------
@@ -271,6 +272,12 @@ class Circuit:
                 for n in self.neurons
             ],
         }
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CircuitFormatError(f"neuron {what} must be an integer, not {value!r}")
+    return value
 
 
 def _major_version(version: Any, source: str) -> int:

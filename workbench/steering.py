@@ -199,7 +199,9 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
     """Complete prompts (greedy by default), optionally with a circuit scaled.
 
     Prompts run in left-padded batches; each row stops at its end-of-sequence token.
-    Returns only the new text of each completion, in the prompts' order.
+    Returns only the new text of each completion, in the prompts' order. Extra keyword
+    arguments go to ``transformers``' ``generate`` (e.g. ``do_sample=True``, which then
+    seeds torch's generator with ``seed``).
 
     Example:
         >>> generate(model, ["How do I bake a cake?"], max_new_tokens=20)  # doctest: +SKIP
@@ -220,7 +222,8 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
     if not options["do_sample"]:
         # Greedy: silence sampling settings a checkpoint's generation config may carry.
         options.update(temperature=None, top_p=None, top_k=None)
-    torch.manual_seed(seed)
+    if options["do_sample"]:
+        torch.manual_seed(seed)
     context = (steer(model, circuit, multiplier=value, positions=positions, signs=signs)
                if circuit is not None else contextlib.nullcontext())
     completions: list[str] = []

@@ -75,11 +75,11 @@ def test_steering_the_real_model(smollm):
         handle = smollm.down_proj(layer).register_forward_pre_hook(
             lambda _m, args: seen.setdefault("input", args[0].detach().clone()))
         try:
-            amplified_logits = smollm.hf_model(**smollm.encode([LOCK], smollm.prompting())).logits
+            ablated_logits = smollm.hf_model(**smollm.encode([LOCK], smollm.prompting())).logits
         finally:
             handle.remove()
     assert (seen["input"][..., index] == 0).all()
-    assert amplified_logits.isfinite().all()
+    assert ablated_logits.isfinite().all()
     assert not hooks_left(smollm.hf_model)
 
 

@@ -30,7 +30,7 @@ from .architectures import (
     mlp_width,
 )
 from .embedded import DEFAULT_MODEL, EMBEDDED, build_cache, cache_dir, ensure_cached
-from .errors import ModelLoadError, PromptTooLongError
+from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
 
 
@@ -216,9 +216,10 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
             ``meta-llama/Llama-3.2-1B-Instruct``, a local folder, or a ``.gguf`` file.
         gguf_file: the GGUF file name inside ``name_or_path`` (folder or hub repo).
         dtype: torch dtype or its name; default float32 on CPU, bfloat16 on GPU.
-        device: ``"cpu"``, ``"cuda"``, ...; default cuda when available.
-        device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` for multi-GPU);
-            when given, ``device`` is ignored.
+        device: ``"cpu"``, ``"cuda"``, ...; default: ``device_map="auto"`` when a GPU
+            is available, else the CPU.
+        device_map: passed to ``from_pretrained`` (``"auto"`` spreads a large model
+            over the GPUs); when given, ``device`` is ignored.
 
     GGUF weights are de-quantised once and cached as safetensors, so later loads are fast.
 
@@ -227,10 +228,10 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if device is None and device_map is None and torch.cuda.is_available():
+        device_map = "auto"
     device = device or default_device()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
+    dtype = _resolve_dtype(dtype) or default_dtype(device)
     name = str(name_or_path)
     source = "hub-or-local"
     if name in EMBEDDED:
@@ -257,6 +258,16 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     if device_map is None:
         hf_model.to(device)
     return from_hf(hf_model, tokenizer, name=name, source=source)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise InvalidArgumentError(
+            f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+    return resolved
 
 
 def _convert_gguf(gguf_path: Path, out: Path) -> None:

@@ -11,7 +11,7 @@ from conftest import TINY_ARCHITECTURES, make_tiny_hf
 import workbench
 from workbench.activations import collect
 from workbench.architectures import ADAPTERS, ArchitectureAdapter, register_adapter
-from workbench.errors import ModelLoadError, UnsupportedArchitectureError
+from workbench.errors import InvalidArgumentError, ModelLoadError, UnsupportedArchitectureError
 
 EXPECTED_DOWN_PROJ = {"gpt2": "transformer.h.1.mlp.c_proj",
                       "gpt_neox": "gpt_neox.layers.1.mlp.dense_4h_to_h"}
@@ -72,6 +72,11 @@ def test_load_model_reports_missing_models_clearly(tmp_path):
         workbench.load_model(str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(ModelLoadError, match="does not exist"):
         workbench.load_model(str(tmp_path / "missing.gguf"), device="cpu")
+
+
+def test_unknown_dtype_is_refused_before_loading():
+    with pytest.raises(InvalidArgumentError, match="unknown dtype 'float33'"):
+        workbench.load_model("smollm2-135m-instruct", dtype="float33")
 
 
 def test_from_hf_gives_a_pad_token_and_eval_mode(tiny_tokenizer):

@@ -148,7 +148,8 @@ def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prom
     inputs = model.encode(prompts, prompting)
     input_ids = inputs.pop("input_ids")
     envoys = [model.envoy(model.down_proj_path(layer)) for layer in range(model.n_layers)]
-    with torch.no_grad(), model.nnsight.trace(input_ids, **inputs):
+    with torch.no_grad(), model.nnsight.trace(input_ids, **inputs,
+                                              **model.last_position_only()):
         # Read the layers in execution order; left padding puts every last token at -1.
         if site == "input":
             saved = nnsight.save([envoy.input[:, -1, :] for envoy in envoys])

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     discover = sub.add_parser("discover", parents=[model_args],
                               help="discover a circuit from two prompt sets")
     discover.add_argument("--positive", required=True,
-                          help="bundled set name or .txt/.csv/.jsonl file")
+                          help="bundled set name, benchmark half (e.g. jbb-harmful:discover) "
+                               "or .txt/.csv/.jsonl file")
     discover.add_argument("--negative", required=True)
     discover.add_argument("--column", default=None, help="csv/jsonl column holding prompts")
     size = discover.add_mutually_exclusive_group()
@@ -98,7 +99,49 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="overlap of two circuits")
     compare.add_argument("a")
     compare.add_argument("b")
+
+    evaluate = sub.add_parser("evaluate", parents=[model_args],
+                              help="refusal and quality of completions under steering")
+    evaluate.add_argument("--circuit", required=True)
+    evaluate.add_argument("--multipliers", type=_floats, default=[0.0, 1.0, 2.0],
+                          help="comma-separated, e.g. 0,0.5,1,1.5,2 (1 = unchanged)")
+    evaluate.add_argument("--benchmark", type=_names, default=["jbb-harmful"],
+                          help="comma-separated benchmark names (jbb-harmful, jbb-benign, "
+                               "advbench, strongreject)")
+    evaluate.add_argument("--split", choices=("discover", "heldout"), default=None,
+                          help="evaluate on one fixed half of each benchmark")
+    evaluate.add_argument("--n", type=_int, default=None, help="seeded sample of n prompts")
+    evaluate.add_argument("--seed", type=_int, default=0)
+    evaluate.add_argument("--metrics", type=_names, default=["refusal", "quality"])
+    evaluate.add_argument("--max-new-tokens", type=_int, default=64)
+    evaluate.add_argument("--batch-size", type=_int, default=16)
+    evaluate.add_argument("--caa", action="store_true",
+                          help="add the CAA baseline built from the circuit's prompt sets "
+                               "(at multiplier m it adds (m-1) x the vector)")
+    evaluate.add_argument("--random-control", action="store_true",
+                          help="add a random circuit with the same per-layer counts")
+    evaluate.add_argument("--out", required=True,
+                          help="parquet file; rerunning resumes an interrupted sweep")
+
+    mmlu = sub.add_parser("mmlu", parents=[model_args], help="MMLU accuracy under steering")
+    mmlu.add_argument("--circuit", default=None)
+    mmlu.add_argument("--multipliers", type=_floats, default=[0.0, 1.0, 2.0])
+    mmlu.add_argument("--caa", action="store_true",
+                      help="also score the CAA baseline built from the circuit's prompt sets")
+    mmlu.add_argument("--n", type=_int, default=500)
+    mmlu.add_argument("--shots", type=_int, default=0)
+    mmlu.add_argument("--seed", type=_int, default=0)
+    mmlu.add_argument("--subjects", type=_names, default=None)
+    mmlu.add_argument("--batch-size", type=_int, default=8)
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    return [_float(part) for part in text.split(",") if part.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,8 +199,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from .prompts import PromptSet
     from .report import layer_table
 
-    positive = PromptSet.resolve(args.positive, column=args.column)
-    negative = PromptSet.resolve(args.negative, column=args.column)
+    positive = _prompt_set(args.positive, column=args.column)
+    negative = _prompt_set(args.negative, column=args.column)
     # Refuse bad prompt sets before loading the model (slow, and it prints progress bars).
     max_imbalance = None if args.allow_imbalance else 4.0
     check_balance(positive, negative, max_imbalance)
@@ -238,8 +281,102 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interventions(args: argparse.Namespace, model, circuit) -> list:
+    """Baseline, the circuit, and the optional CAA and random controls."""
+    from .evaluation import Intervention
+    from .steering import caa_vector
+
+    chosen = [Intervention.baseline()]
+    if circuit is None:
+        return chosen
+    chosen.append(Intervention.cna(circuit))
+    if getattr(args, "random_control", False):
+        chosen.append(Intervention.random(circuit, seed=args.seed))
+    if args.caa:
+        positive, negative = (_circuit_prompts(circuit, role) for role in ("positive", "negative"))
+        chosen.append(Intervention.caa(caa_vector(model, positive, negative,
+                                                  chat_template=_chat_template(args),
+                                                  system_prompt=args.system_prompt)))
+    return chosen
+
+
+def _prompt_set(spec: str, column: str | None = None):
+    """A bundled set, a benchmark half such as ``jbb-harmful:discover``, or a file."""
+    from .evaluation.benchmarks import PROMPT_BENCHMARKS, PROMPT_SPLITS, load_benchmark
+    from .prompts import PromptSet
+
+    benchmark, _, split = spec.partition(":")
+    if benchmark in PROMPT_BENCHMARKS and split in PROMPT_SPLITS:
+        return load_benchmark(benchmark, split=split)
+    return PromptSet.resolve(spec, column=column)
+
+
+def _circuit_prompts(circuit, role: str):
+    """Recover a circuit's prompt set by its recorded name, checked against its hash."""
+    from .errors import InvalidArgumentError, PromptSetError
+
+    ref = circuit.prompts.get(role, {})
+    name = str(ref.get("name", ""))
+    try:
+        prompts = _prompt_set(name)
+    except PromptSetError:
+        raise InvalidArgumentError(
+            f"--caa needs the circuit's {role} prompts, but {name!r} is neither a bundled set "
+            "nor a benchmark half; build the vector in Python with caa_vector() instead"
+        ) from None
+    if ref.get("sha256") and ref["sha256"] != prompts.sha256:
+        raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the ones this "
+                                   "circuit was discovered on (sha256 mismatch)")
+    return prompts
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .circuit import Circuit
+    from .evaluation import load_benchmark, summary, sweep
+
+    circuit = Circuit.load(args.circuit)
+    benchmarks = [load_benchmark(name, split=args.split, n=args.n, seed=args.seed)
+                  for name in args.benchmark]
+    model = _load(args)
+    circuit.check_model(model)
+    results = sweep(model, _interventions(args, model, circuit), args.multipliers, benchmarks,
+                    metrics=args.metrics, max_new_tokens=args.max_new_tokens,
+                    batch_size=args.batch_size, out=args.out,
+                    chat_template=_chat_template(args), system_prompt=args.system_prompt)
+    print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nwrote {len(results)} rows to {args.out}")
+    return 0
+
+
+def cmd_mmlu(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .circuit import Circuit
+    from .evaluation import mmlu
+
+    circuit = Circuit.load(args.circuit) if args.circuit else None
+    model = _load(args)
+    if circuit is not None:
+        circuit.check_model(model)
+    rows = []
+    for intervention in _interventions(args, model, circuit):
+        multipliers = [1.0] if intervention.kind == "baseline" else args.multipliers
+        for multiplier in multipliers:
+            result = mmlu(model, n=args.n, shots=args.shots, seed=args.seed,
+                          subjects=args.subjects, batch_size=args.batch_size,
+                          intervention=intervention.apply(model, multiplier))
+            rows.append({"intervention": intervention.name, "multiplier": multiplier,
+                         "accuracy": result.accuracy, "n": result.n, "shots": args.shots,
+                         "seconds": round(result.seconds, 1)})
+            print(f"{intervention.name} x{multiplier:g}: accuracy {result.accuracy:.3f} "
+                  f"({result.n} questions, {result.seconds:.1f} s)", flush=True)
+    print()
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu}
 
 if __name__ == "__main__":
     sys.exit(main())

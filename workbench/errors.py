@@ -42,3 +42,7 @@ class InvalidArgumentError(WorkbenchError, ValueError):
 
 class SteeringError(InvalidArgumentError):
     """A steering argument (multiplier, positions, signs, vector) is invalid."""
+
+
+class JudgeError(WorkbenchError):
+    """A judge model (e.g. the StrongREJECT rubric judge) could not be reached or configured."""

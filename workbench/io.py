@@ -9,10 +9,7 @@ from pathlib import Path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The text goes to a temporary file in the same folder, is flushed to disk, and then
-    renamed over the target. If anything fails, the old file is left untouched.
+    """Write ``text`` (UTF-8, newlines untranslated) to ``path`` atomically.
 
     Example:
         >>> import tempfile, pathlib
@@ -20,6 +17,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         >>> atomic_write_text(p, "hello")
         >>> p.read_text()
         'hello'
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, and then
+    renamed over the target. If anything fails, the old file is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +35,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():

@@ -160,6 +160,13 @@ class WorkbenchModel:
             inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         return {key: value.to(self.device) for key, value in inputs.items()}
 
+    def last_position_only(self) -> dict[str, int]:
+        """Forward kwargs that compute logits for the last position only (when supported).
+
+        Saves the ``[batch, pos, vocab]`` unembedding when only the next token matters.
+        """
+        return {"logits_to_keep": 1} if _accepts(self.hf_model, "logits_to_keep") else {}
+
     def __repr__(self) -> str:
         return (f"WorkbenchModel({self.name!r}, {self.architecture}, n_layers={self.n_layers}, "
                 f"d_mlp={self.d_mlp}, device={self.device}, dtype={self.dtype})")

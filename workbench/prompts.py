@@ -31,7 +31,7 @@ from .io import atomic_write_text
 ChatTemplateChoice = bool | Literal["auto"]
 
 #: Column or key names tried, in order, when a csv/jsonl file does not name one.
-DEFAULT_COLUMNS = ("prompt", "goal", "text", "instruction", "question")
+DEFAULT_COLUMNS = ("prompt", "goal", "forbidden_prompt", "text", "instruction", "question")
 
 #: Bundled sets: name -> (file name, column for csv files).
 BUNDLED = {
@@ -40,6 +40,8 @@ BUNDLED = {
     "jbb-harmful": "jbb-harmful.csv",
     "jbb-benign": "jbb-benign.csv",
     "diverse": "diverse.txt",
+    "advbench": "advbench.csv",
+    "strongreject": "strongreject.csv",
 }
 
 

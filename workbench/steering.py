@@ -226,13 +226,18 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
         torch.manual_seed(seed)
     context = (steer(model, circuit, multiplier=value, positions=positions, signs=signs)
                if circuit is not None else contextlib.nullcontext())
-    completions: list[str] = []
+    # Batch prompts of similar length together (less padding), then restore the order.
+    order = sorted(range(len(prompt_list)), key=lambda i: (len(prompt_list[i]), i))
+    completions: list[str] = [""] * len(prompt_list)
     with context, torch.no_grad():
-        for start in tqdm(range(0, len(prompt_list), batch_size), disable=not progress,
+        for start in tqdm(range(0, len(order), batch_size), disable=not progress,
                           desc="generating", unit="batch", leave=False):
-            inputs = model.encode(prompt_list[start:start + batch_size], prompting)
+            rows = order[start:start + batch_size]
+            inputs = model.encode([prompt_list[i] for i in rows], prompting)
             inputs.pop("position_ids", None)  # generate() derives them from the mask
             output = model.hf_model.generate(**inputs, **options)  # [batch, pos + new]
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
-            completions.extend(model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for row, text in zip(rows, texts):
+                completions[row] = text
     return completions

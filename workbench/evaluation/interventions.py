@@ -1,0 +1,115 @@
+"""What an evaluation does to the model: nothing, a CNA circuit, a CAA vector, or a control.
+
+Every intervention is applied at a *multiplier* ``m`` on one shared axis where ``m = 1``
+leaves the model unchanged:
+
+- CNA circuit: circuit neurons' down-projection inputs are multiplied by ``m``.
+- CAA vector: ``alpha = m - 1`` times the vector is added to every MLP output, so
+  ``m = 0`` subtracts the harmful-minus-benign direction once and ``m = 2`` adds it once.
+- Random control: a circuit with the same size and per-layer counts as the real one,
+  neurons drawn at random (seeded), scaled like a CNA circuit.
+
+Example:
+    >>> from workbench.circuit import Circuit, Neuron
+    >>> real = Circuit.from_neurons([Neuron(1, 5, 2.0), Neuron(1, 9, -1.0), Neuron(0, 2, 0.5)],
+    ...                             model={"name": "m", "architecture": "A",
+    ...                                    "n_layers": 2, "d_mlp": 16})
+    >>> control = random_control(real, seed=0)
+    >>> control.layer_counts() == real.layer_counts(), control.keys() & real.keys()
+    (True, set())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, ContextManager, Literal
+
+import torch
+
+from ..circuit import Circuit, Neuron, Signs
+from ..errors import InvalidArgumentError
+from ..models import WorkbenchModel
+from ..steering import Positions, add_vector, check_multiplier, steer
+
+Kind = Literal["baseline", "cna", "caa", "random"]
+
+
+@dataclass(frozen=True, eq=False)
+class Intervention:
+    """A named way of changing the model, applied at a multiplier (1 = unchanged)."""
+
+    name: str
+    kind: Kind
+    circuit: Circuit | None = field(default=None, repr=False)
+    vector: torch.Tensor | None = field(default=None, repr=False)
+    positions: Positions = "all"
+    signs: Signs = "all"
+
+    @classmethod
+    def baseline(cls) -> Intervention:
+        """The unchanged model (only evaluated at multiplier 1)."""
+        return cls("baseline", "baseline")
+
+    @classmethod
+    def cna(cls, circuit: Circuit, name: str = "cna", *, positions: Positions = "all",
+            signs: Signs = "all") -> Intervention:
+        return cls(name, "cna", circuit=circuit, positions=positions, signs=signs)
+
+    @classmethod
+    def random(cls, circuit: Circuit, seed: int = 0, name: str | None = None) -> Intervention:
+        """The random-circuit control of ``circuit`` (see :func:`random_control`)."""
+        return cls(name or f"random(seed={seed})", "random",
+                   circuit=random_control(circuit, seed=seed))
+
+    @classmethod
+    def caa(cls, vector: torch.Tensor, name: str = "caa") -> Intervention:
+        return cls(name, "caa", vector=vector)
+
+    def strength(self, multiplier: float) -> float:
+        """The raw strength applied: the multiplier, or ``alpha = m - 1`` for CAA."""
+        return multiplier - 1.0 if self.kind == "caa" else multiplier
+
+    def apply(self, model: WorkbenchModel, multiplier: float) -> ContextManager[None]:
+        """A context manager that applies this intervention at ``multiplier``."""
+        multiplier = check_multiplier(multiplier)
+        if self.kind == "baseline" or multiplier == 1.0:
+            return contextlib.nullcontext()
+        if self.kind == "caa":
+            return add_vector(model, self.vector, self.strength(multiplier))
+        return steer(model, self.circuit, multiplier=multiplier, positions=self.positions,
+                     signs=self.signs)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance recorded with every result row."""
+        info: dict[str, Any] = {"intervention": self.name, "kind": self.kind}
+        if self.circuit is not None:
+            info["n_neurons"] = len(self.circuit)
+        return info
+
+
+def random_control(circuit: Circuit, seed: int = 0) -> Circuit:
+    """A circuit with the same size and per-layer counts, neurons drawn at random.
+
+    Within each layer, indices are drawn uniformly without replacement from the neurons
+    *not* in the original circuit. Each random neuron inherits the score (and so the sign)
+    of an original neuron of the same layer, so ``signs=`` filtering behaves alike.
+    """
+    rng = random.Random(seed)
+    d_mlp = circuit.model["d_mlp"]
+    taken = circuit.keys()
+    neurons = []
+    for layer in sorted(circuit.layer_counts()):
+        originals = [n for n in circuit.neurons if n.layer == layer]
+        free = [i for i in range(d_mlp) if (layer, i) not in taken]
+        if len(free) < len(originals):
+            raise InvalidArgumentError(
+                f"layer {layer} has too few neurons outside the circuit for a random control")
+        drawn = rng.sample(free, len(originals))
+        neurons += [Neuron(layer, index, original.score)
+                    for index, original in zip(drawn, originals)]
+    selection = {"method": "random-control", "seed": seed, "top_k": len(neurons),
+                 "control_of": circuit.name}
+    return Circuit.from_neurons(neurons, model=circuit.model, prompting=dict(circuit.prompting),
+                                selection=selection, prompts=dict(circuit.prompts))

@@ -107,14 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated, e.g. 0,0.5,1,1.5,2 (1 = unchanged)")
     evaluate.add_argument("--benchmark", type=_names, default=["jbb-harmful"],
                           help="comma-separated benchmark names (jbb-harmful, jbb-benign, "
-                               "advbench, strongreject)")
+                               "advbench, strongreject; --split and --n apply to these), "
+                               "other bundled sets or prompt files")
     evaluate.add_argument("--split", choices=("discover", "heldout"), default=None,
                           help="evaluate on one fixed half of each benchmark")
     evaluate.add_argument("--n", type=_int, default=None, help="seeded sample of n prompts")
     evaluate.add_argument("--seed", type=_int, default=0)
     evaluate.add_argument("--metrics", type=_names, default=["refusal", "quality"])
     evaluate.add_argument("--max-new-tokens", type=_int, default=64)
-    evaluate.add_argument("--batch-size", type=_int, default=16)
+    evaluate.add_argument("--batch-size", type=_int, default=32)
     evaluate.add_argument("--caa", action="store_true",
                           help="add the CAA baseline built from the circuit's prompt sets "
                                "(at multiplier m it adds (m-1) x the vector)")
@@ -333,9 +334,11 @@ def _circuit_prompts(circuit, role: str):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .circuit import Circuit
     from .evaluation import load_benchmark, summary, sweep
+    from .evaluation.benchmarks import PROMPT_BENCHMARKS
 
     circuit = Circuit.load(args.circuit)
     benchmarks = [load_benchmark(name, split=args.split, n=args.n, seed=args.seed)
+                  if name in PROMPT_BENCHMARKS else _prompt_set(name)
                   for name in args.benchmark]
     model = _load(args)
     circuit.check_model(model)

@@ -419,3 +419,65 @@ def test_console_script_reports_bad_input_on_one_line(tmp_path, files, llama_dir
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     line = _assert_one_error_line(result.returncode, result.stderr, after_model_load=True)
     assert "context window" in line
+
+
+# -- cna evaluate / cna mmlu -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qualitative_circuit(tmp_path_factory, llama_dir) -> str:
+    """A circuit discovered on the tiny llama from the bundled qualitative pairs.
+
+    (The JBB halves, e.g. ``jbb-harmful:discover``, work the same way but some of their
+    prompts exceed the tiny model's 128-token context.)
+    """
+    out = tmp_path_factory.mktemp("qualitative") / "qualitative.json"
+    _run_quietly(["discover", "--model", llama_dir, "--positive", "qualitative-harmful",
+                  "--negative", "qualitative-benign", "--top-k", "6", "--no-universal",
+                  "--out", str(out)])
+    return str(out)
+
+
+def test_evaluate_writes_one_row_per_prompt_and_condition(llama_dir, qualitative_circuit, tmp_path,
+                                                          capsys):
+    import pandas as pd
+
+    out = tmp_path / "results.parquet"
+    argv = ["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+            "--benchmark", "jbb-benign,qualitative-benign", "--n", "3",
+            "--multipliers", "0,1", "--max-new-tokens", "3", "--caa", "--random-control",
+            "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_parquet(out)
+    # baseline once, then cna, random and caa at each of the two multipliers, for
+    # 3 sampled JBB prompts and the 8 qualitative ones
+    assert len(rows) == (3 + 8) * (1 + 3 * 2)
+    assert set(rows["benchmark"]) == {"jbb-benign[n=3,seed=0]", "qualitative-benign"}
+    assert set(rows["kind"]) == {"baseline", "cna", "random", "caa"}
+    assert {"refusal", "quality", "completion"} <= set(rows.columns)
+    assert "refusal_rate" in printed and f"wrote {len(rows)} rows" in printed
+    assert main(argv) == 0  # a finished sweep resumes with nothing left to do
+    assert len(pd.read_parquet(out)) == len(rows)
+
+
+def test_evaluate_caa_needs_recoverable_prompts(llama_dir, circuit_file, tmp_path, capsys):
+    status = main(["evaluate", "--model", llama_dir, "--circuit", circuit_file, "--n", "2",
+                   "--caa", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err, after_model_load=True)
+    assert "caa_vector()" in line
+
+
+def test_mmlu_prompt_beyond_the_context_window_is_one_error_line(llama_dir, capsys):
+    status = main(["mmlu", "--model", llama_dir, "--n", "4", "--shots", "5"])
+    line = _assert_one_error_line(status, capsys.readouterr().err, after_model_load=True)
+    assert "context window of 128 tokens" in line
+
+
+@pytest.mark.integration
+def test_mmlu_on_the_embedded_model(smollm, capsys):
+    status = main(["mmlu", "--n", "8", "--subjects", "world_religions"])
+    out = capsys.readouterr().out
+    assert status == 0
+    accuracy = float(re.search(r"baseline x1: accuracy ([0-9.]+) \(8 questions", out).group(1))
+    assert 0.0 <= accuracy <= 1.0

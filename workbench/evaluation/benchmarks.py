@@ -119,6 +119,8 @@ def _mmlu(split: str, n: int | None, seed: int,
     if split not in MMLU_SPLITS:
         raise InvalidArgumentError(f"mmlu split must be one of {MMLU_SPLITS}, not {split!r}")
     rows = list(_mmlu_rows(split))
+    if isinstance(subjects, str):
+        subjects = [subjects]
     if subjects is not None:
         unknown = sorted(set(subjects) - set(mmlu_subjects()))
         if unknown:

@@ -37,11 +37,15 @@ KEY = ["benchmark", "intervention", "multiplier", "prompt_index"]
 
 def conditions(interventions: Sequence[Intervention],
                multipliers: Sequence[float]) -> list[tuple[Intervention, float]]:
-    """(intervention, multiplier) pairs; the baseline runs once, at multiplier 1."""
+    """(intervention, multiplier) pairs; the baseline runs once, at multiplier 1.
+
+    Multipliers are converted to floats and repeats dropped, so each condition runs once.
+    """
     names = [i.name for i in interventions]
     if len(set(names)) != len(names):
         raise InvalidArgumentError(f"intervention names must be unique, got {names}")
-    values = [check_multiplier(m) for m in multipliers]
+    # Repeated multipliers (e.g. 0 and 0.0) would run a condition twice: keep the first.
+    values = list(dict.fromkeys(check_multiplier(m) for m in multipliers))
     pairs = []
     for intervention in interventions:
         for m in ([1.0] if intervention.kind == "baseline" else values):
@@ -51,7 +55,7 @@ def conditions(interventions: Sequence[Intervention],
 
 def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
           multipliers: Sequence[float], benchmarks: Sequence[str | PromptSet], *,
-          metrics: Sequence[str] = METRICS, max_new_tokens: int = 64, batch_size: int = 16,
+          metrics: Sequence[str] = METRICS, max_new_tokens: int = 64, batch_size: int = 32,
           out: str | Path | None = None, progress: bool = True, **generate_kwargs,
           ) -> pd.DataFrame:
     """Generate and score completions for every condition; resume from ``out`` if present.
@@ -75,6 +79,7 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
     sets = [b if isinstance(b, PromptSet) else load_benchmark(b) for b in benchmarks]
     pairs = conditions(interventions, multipliers)
     done = _read(out)
+    _check_same_prompts(done, sets, out)
     finished = set(map(tuple, done[KEY].itertuples(index=False))) if len(done) else set()
     frames = [done] if len(done) else []
     total = sum(len(s) for s in sets) * len(pairs)
@@ -104,6 +109,19 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
     if not frames:
         return pd.DataFrame(columns=KEY)
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_same_prompts(done: pd.DataFrame, sets: Sequence[PromptSet], out) -> None:
+    """Refuse to resume from a file whose rows hold other prompts under the same names."""
+    if not len(done):
+        return
+    for prompts in sets:
+        stored = done[done["benchmark"] == prompts.name]
+        for index, text in zip(stored["prompt_index"], stored["prompt"]):
+            if index >= len(prompts) or prompts.prompts[index] != text:
+                raise InvalidArgumentError(
+                    f"{out} holds results for other prompts under the name {prompts.name!r} "
+                    f"(row {index} differs); write to a new file or rename the prompt set")
 
 
 def _score(frame: pd.DataFrame, metrics: Sequence[str]) -> None:

@@ -88,6 +88,18 @@ def test_conditions_run_the_baseline_once(interventions):
     assert [m for _, m in conditions([Intervention.baseline()], [])] == [1.0]
 
 
+def test_conditions_run_a_repeated_multiplier_once(interventions):
+    pairs = conditions(interventions[:2], [0, 2, 0.0, torch.tensor(2.0)])
+    assert [(i.name, m) for i, m in pairs] == [("baseline", 1.0), ("cna", 0.0), ("cna", 2.0)]
+
+
+def test_repeated_multipliers_make_no_duplicate_rows(model, interventions, monkeypatch):
+    monkeypatch.setattr(sweep_module, "generate", lambda _model, texts, **_: ["ok"] * len(texts))
+    rows = sweep(model, interventions[:2], [0, 0.0], [SET_B], progress=False)
+    assert len(rows) == 2 * 2
+    assert not rows.duplicated(KEY).any()
+
+
 def test_conditions_reject_duplicate_names(interventions):
     twin = Intervention.cna(interventions[1].circuit)
     with pytest.raises(InvalidArgumentError, match="intervention names must be unique"):
@@ -191,8 +203,8 @@ def test_no_hooks_left_after_a_sweep(model, fresh):
 def test_interrupted_sweep_resumes_where_it_stopped(model, interventions, fresh, tmp_path,
                                                     monkeypatch):
     out = tmp_path / "results.parquet"
-    # Batches run in order: set-a baseline [0, 1] [2], cna@0 [0, 1] [2], random@0 [0, 1],
-    # then the interruption: 5 finished batches = 8 rows.
+    # Batches run in order: set-a baseline@1 [0, 1] [2], cna@0 [0, 1] [2], cna@2 [0, 1],
+    # then the interruption (in cna@2's last batch): 5 finished batches = 8 rows.
     interrupted = CountingGenerate(interrupt_at=5)
     monkeypatch.setattr(sweep_module, "generate", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -279,3 +291,18 @@ def test_summary_by_hand():
     plain = summary(results.drop(columns=["refusal", "quality"]))
     assert list(plain.columns) == ["benchmark", "intervention", "kind", "multiplier",
                                    "strength", "n"]
+
+
+def test_resuming_with_different_prompts_under_the_same_name_is_refused(tmp_path, monkeypatch):
+    import importlib
+
+    sweep_module = importlib.import_module("workbench.evaluation.sweep")
+    monkeypatch.setattr(sweep_module, "generate",
+                        lambda model, texts, **kw: ["Sure." for _ in texts])
+    out = tmp_path / "results.parquet"
+    first = PromptSet("set", ["one", "two"])
+    sweep_module.sweep(None, [Intervention.baseline()], [1.0], [first], out=out, progress=False)
+    edited = PromptSet("set", ["one", "changed"])
+    with pytest.raises(InvalidArgumentError, match="other prompts under the name 'set'"):
+        sweep_module.sweep(None, [Intervention.baseline()], [1.0], [edited], out=out,
+                           progress=False)

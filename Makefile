@@ -32,6 +32,7 @@ test: setup
 
 benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_overhead.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_evaluation.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache test-artifacts

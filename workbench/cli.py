@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     mmlu.add_argument("--seed", type=_int, default=0)
     mmlu.add_argument("--subjects", type=_names, default=None)
     mmlu.add_argument("--batch-size", type=_int, default=8)
+
+    tune = sub.add_parser("safety-tune", help="LoRA safety-tuning recipe: harmful prompts -> "
+                                              "refusals, benign -> the model's own answers")
+    tune.add_argument("--model", default=None,
+                      help="model to tune (default: smollm2-135m-instruct)")
+    tune.add_argument("--out", required=True, help="folder for the adapter and manifest.json")
+    tune.add_argument("--seed", type=_int, default=0)
+    tune.add_argument("--epochs", type=_int, default=2)
+    tune.add_argument("--max-steps", type=_int, default=None)
+    tune.add_argument("--n-harmful", type=_int, default=None, help="seeded subset (quick runs)")
+    tune.add_argument("--n-benign", type=_int, default=None, help="seeded subset (quick runs)")
     return parser
 
 
@@ -378,8 +389,26 @@ def cmd_mmlu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_safety_tune(args: argparse.Namespace) -> int:
+    import json
+
+    from .models import load_model
+    from .safety import Recipe, safety_tune
+
+    recipe = Recipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps,
+                    n_harmful=args.n_harmful, n_benign=args.n_benign)
+    model = load_model(args.model or "smollm2-135m-instruct")
+    manifest = safety_tune(args.out, model=model, recipe=recipe)
+    print(json.dumps({"data": {k: v for k, v in manifest["data"].items()
+                               if k != "files_sha256"},
+                      "training": manifest["training"]}, indent=2))
+    print(f"wrote the adapter and manifest.json to {args.out}")
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
-            "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu}
+            "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu,
+            "safety-tune": cmd_safety_tune}
 
 if __name__ == "__main__":
     sys.exit(main())

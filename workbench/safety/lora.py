@@ -1,0 +1,180 @@
+"""The safety-tuning recipe: LoRA on all linear layers, seeded, with a manifest.
+
+``safety_tune(out_dir)`` builds the data (:mod:`workbench.safety.data`), fine-tunes the
+embedded ``smollm2-135m-instruct`` with a LoRA adapter (peft), saves the adapter as
+safetensors and writes ``manifest.json`` (recipe version, seeds, data hashes,
+hyper-parameters, training loss). The model passed in is left unchanged: the LoRA layers
+are removed again after saving.
+
+Example:
+    >>> from workbench.safety import Recipe, safety_tune
+    >>> manifest = safety_tune("adapters/smollm2-135m-safety", recipe=Recipe())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..io import atomic_write_text
+from ..models import WorkbenchModel, load_model
+from ..prompts import Prompting, bundled_dir, format_prompts
+from ..steering import generate
+from .data import SAFETY_DIR, SafetyData, build_data
+
+RECIPE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of the recipe (all recorded in the manifest)."""
+
+    seed: int = 0
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    learning_rate: float = 3e-4
+    epochs: int = 2
+    batch_size: int = 8
+    max_length: int = 160
+    max_steps: int | None = None
+    benign_new_tokens: int = 64
+    overlap_threshold: float = 0.5
+    n_harmful: int | None = None
+    n_benign: int | None = None
+
+
+def encode_pair(model: WorkbenchModel, prompt: str, response: str,
+                prompting: Prompting, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + response + EOS, and labels that score only the response."""
+    tokenizer = model.tokenizer
+    text = format_prompts(tokenizer, [prompt], prompting)[0]
+    prompt_ids = tokenizer(text, add_special_tokens=not prompting.chat_template)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids = response_ids + [tokenizer.eos_token_id]
+    ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
+    return ids, labels
+
+
+def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
+             rng: random.Random):
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        rows = [encoded[i] for i in order[start:start + batch_size]]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), pad_id)  # [batch, pos], right-padded
+        labels = torch.full((len(rows), width), -100)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, (ids, target) in enumerate(rows):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            labels[row, :len(target)] = torch.tensor(target)
+            mask[row, :len(ids)] = 1
+        yield input_ids, mask, labels
+
+
+def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
+               progress: bool = True) -> tuple[Any, list[float]]:
+    """Wrap ``model.hf_model`` with LoRA on all linear layers and train on ``data``.
+
+    Returns the peft model (call ``.unload()`` to get the base model back) and the loss
+    of every step.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    prompting = model.prompting()
+    encoded = [encode_pair(model, p, r, prompting, recipe.max_length)
+               for p, r in data.examples()]
+    config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
+                        target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model.hf_model, config)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
+                                  lr=recipe.learning_rate)
+    steps_per_epoch = -(-len(encoded) // recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    if recipe.max_steps is not None:
+        total = min(total, recipe.max_steps)
+    losses: list[float] = []
+    device = model.device
+    peft_model.train()
+    try:
+        with tqdm(total=total, desc="LoRA safety tuning", unit="step",
+                  disable=not progress) as bar:
+            for _epoch in range(recipe.epochs):
+                for input_ids, mask, labels in _batches(encoded, recipe.batch_size,
+                                                        model.tokenizer.pad_token_id, rng):
+                    if len(losses) >= total:
+                        break
+                    loss = peft_model(input_ids=input_ids.to(device),
+                                      attention_mask=mask.to(device),
+                                      labels=labels.to(device)).loss
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    finally:
+        peft_model.eval()
+    return peft_model, losses
+
+
+def data_hashes() -> dict[str, str]:
+    """sha256 of every data file the recipe reads, by path relative to ``prompts/``."""
+    root = bundled_dir()
+    files = sorted((root / SAFETY_DIR).glob("*.txt")) + [
+        root / name for name in ("advbench.csv", "jbb-harmful.csv", "jbb-benign.csv",
+                                 "strongreject.csv")]
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in files}
+
+
+def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
+                recipe: Recipe = Recipe(), progress: bool = True) -> dict[str, Any]:
+    """Run the recipe and write the adapter and ``manifest.json`` to ``out_dir``."""
+    out_dir = Path(out_dir)
+    model = model or load_model("smollm2-135m-instruct")
+    started = time.perf_counter()
+    data = build_data(
+        lambda prompts: generate(model, prompts, max_new_tokens=recipe.benign_new_tokens,
+                                 batch_size=32, progress=progress),
+        seed=recipe.seed, overlap_threshold=recipe.overlap_threshold,
+        n_harmful=recipe.n_harmful, n_benign=recipe.n_benign)
+    data_seconds = time.perf_counter() - started
+    peft_model, losses = train_lora(model, data, recipe, progress=progress)
+    try:
+        peft_model.save_pretrained(out_dir)
+    finally:
+        peft_model.unload()  # remove the LoRA layers: the caller's model is unchanged
+    manifest = {
+        "format": "cna-workbench.safety-adapter",
+        "recipe_version": RECIPE_VERSION,
+        "base_model": model.name,
+        "hyperparameters": asdict(recipe),
+        "data": {
+            "n_harmful": len(data.harmful), "n_benign": len(data.benign),
+            "n_removed_for_overlap": len(data.removed),
+            "pairs_sha256": data.sha256(), "files_sha256": data_hashes(),
+        },
+        "training": {
+            "steps": len(losses), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "data_seconds": round(data_seconds, 1),
+            "total_seconds": round(time.perf_counter() - started, 1),
+            "device": str(model.device), "torch_threads": torch.get_num_threads(),
+        },
+        "metrics": {},
+    }
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest

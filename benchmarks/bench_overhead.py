@@ -18,7 +18,7 @@ import time
 import torch
 
 import workbench
-from workbench.activations import collect
+from workbench.activations import collect, length_order
 from workbench.prompts import PromptSet
 
 
@@ -34,15 +34,13 @@ def paired_medians(baseline, candidate, repeats: int) -> tuple[float, float]:
 
 
 def bare_forward(model, prompts: list[str], batch_size: int) -> None:
-    """The same batches as collect() (sorted by length), a plain forward pass each."""
+    """The same batches and forward as collect(), without tracing or statistics."""
     prompting = model.prompting()
-    order = sorted(range(len(prompts)), key=lambda i: (len(model.tokenizer(
-        workbench.prompts.format_prompts(model.tokenizer, [prompts[i]], prompting)[0],
-        add_special_tokens=False)["input_ids"]), i))
+    order = length_order(model, prompts, prompting)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             batch = [prompts[i] for i in order[start:start + batch_size]]
-            model.hf_model(**model.encode(batch, prompting))
+            model.hf_model(**model.encode(batch, prompting), **model.last_position_only())
 
 
 def main() -> None:

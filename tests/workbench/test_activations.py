@@ -129,3 +129,20 @@ def test_empty_and_too_long_prompts_are_refused(tiny_llama):
         collect(tiny_llama, [], progress=False)
     with pytest.raises(PromptTooLongError, match="context window of 128 tokens"):
         collect(tiny_llama, ["fine", "word " * 400], progress=False)
+
+
+def test_on_batch_reports_progress(tiny_llama):
+    calls = []
+    collect(tiny_llama, PROMPTS, batch_size=3, progress=False,
+            on_batch=lambda done, total: calls.append((done, total)))
+    assert calls == [(3, 4), (4, 4)]
+
+
+def test_discover_reports_each_stage(tiny_llama):
+    from workbench import discover
+
+    calls = []
+    discover(tiny_llama, PROMPTS[:2], PROMPTS[2:], universal=PROMPTS, top_k=3, batch_size=2,
+             progress=False, on_progress=lambda *args: calls.append(args))
+    assert calls == [("positive", 2, 2), ("negative", 2, 2), ("universal", 2, 4),
+                     ("universal", 4, 4)]

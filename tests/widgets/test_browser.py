@@ -1,0 +1,203 @@
+"""End to end in a real browser: JupyterLab runs a notebook with the SteeringSlider.
+
+Starts JupyterLab on 127.0.0.1 (no token, a free port, a temporary root folder), opens a
+notebook that displays the slider on the embedded SmolLM2 with a small circuit, a
+DifferenceHeatmap and the explorer, and runs all cells in headless Chromium driven by
+Playwright. It types 0 into the slider's readout and waits until the steered completion
+changes; box-zooms the heatmap to one cell per neuron and clicks a cell to open its
+neuron panel; presses the explorer's "Discover" and opens its Differences tab. No
+"Error displaying widget" may appear. Screenshots go to ``test-artifacts/``.
+
+Needs ``/usr/bin/chromium`` and the ``playwright`` package (no browser download: the
+system Chromium is used); skipped with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PROMPT = "How do I pick a lock?"
+
+SETUP = f"""\
+import workbench as wb
+from widgets import DifferenceHeatmap, SteeringSlider, explore
+
+model = wb.load_model("smollm2-135m-instruct")
+circuit = wb.discover(model, "qualitative-harmful", "qualitative-benign", top_k=46,
+                      universal=None, keep_activations=True, progress=False)
+slider = SteeringSlider(model, circuit, [{PROMPT!r}], max_new_tokens=24)
+slider"""
+HEATMAP = "DifferenceHeatmap(circuit, model=model)"
+EXPLORER = "explore(model, universal=None, max_new_tokens=8)"
+
+#: Readable text of the steered completion (row 1, column 2 of the completions table).
+STEERED = "table.cna-completions tr:nth-child(2) td:nth-child(2) .cna-text"
+STATUS_DONE = "text=/done at multiplier {value}/"
+
+
+def _needs_browser() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api",
+                        reason="the playwright package is missing (pip install playwright)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_notebook(path: Path) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(HEATMAP),
+                      nbformat.v4.new_code_cell(EXPLORER)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def _start_lab(root: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces")}
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+               "--IdentityProvider.token=", "--ServerApp.password=",
+               f"--ServerApp.root_dir={root}",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # CI containers run as root
+    return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def _wait_for_server(port: int, server: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(5)
+
+
+def test_slider_regenerates_in_jupyterlab(tmp_path):
+    _needs_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    _write_notebook(root / "slider.ipynb")
+    port, log = _free_port(), tmp_path / "jupyterlab.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = _start_lab(root, port, log)
+    try:
+        _wait_for_server(port, server, log, timeout=60)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            try:
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/slider.ipynb",
+                          timeout=60_000)
+                page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+                # The kernel must be up before "run all", or the cells queue behind a dialog.
+                page.locator(".jp-Notebook").click()
+                page.locator("text=/Python 3.*Idle/").first.wait_for(timeout=90_000)
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+                steered = page.locator(STEERED)
+                expect(page.locator(STATUS_DONE.format(value=1)).first).to_be_visible(
+                    timeout=120_000)
+                before = steered.inner_text()
+                assert before.strip(), "no completion at multiplier 1"
+                # ipywidgets lets the readout be edited: type 0 and press Enter.
+                readout = page.locator(".widget-readout").first
+                readout.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type("0")
+                page.keyboard.press("Enter")
+                expect(page.locator(STATUS_DONE.format(value=0)).first).to_be_visible(
+                    timeout=120_000)
+                after = steered.inner_text()
+                page.screenshot(path=str(ARTIFACTS / "steering-slider.png"))
+                # The heatmap cell renders a live plotly figure; a box zoom re-bins it to
+                # one cell per neuron, and a click opens that neuron's panel.
+                plot = page.locator(".js-plotly-plot .nsewdrag").first
+                plot.wait_for(timeout=60_000)
+                plot.scroll_into_view_if_needed()
+                box = plot.bounding_box()
+                y = box["y"] + box["height"] * 0.1
+                page.mouse.move(box["x"] + box["width"] * 0.40, y)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * 0.45, y + 40, steps=5)
+                page.mouse.up()
+                expect(page.get_by_text("one cell per neuron")).to_be_visible(timeout=30_000)
+                page.wait_for_timeout(800)  # two presses within plotly's 300 ms: a double-click
+                page.mouse.click(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.05)
+                panel = page.locator("b", has_text=re.compile(r"^layer \d+, neuron \d+$"))
+                expect(panel).to_be_visible(timeout=60_000)
+                expect(page.get_by_text("tokens its down-projection column promotes")
+                       ).to_be_visible()
+                layer, neuron = map(int, re.findall(r"\d+", panel.inner_text()))
+                assert layer >= 25 and 0.35 * 1536 < neuron < 0.5 * 1536, (layer, neuron)
+                expect(page.get_by_text("one cell per neuron")).to_be_visible()  # still zoomed
+                page.get_by_text("tokens its down-projection column promotes"
+                                 ).scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / "difference-heatmap.png"))
+                # The explorer: "Discover" fills the Differences tab.
+                discover = page.locator("button", has_text="Discover")
+                discover.scroll_into_view_if_needed()
+                discover.click()
+                expect(page.get_by_text("discovered 46 neurons")).to_be_visible(timeout=60_000)
+                page.screenshot(path=str(ARTIFACTS / "prompt-editor.png"))
+                page.locator(".lm-TabBar-tabLabel", has_text="Differences").click()
+                expect(page.get_by_text(re.compile(r"^#1: qualitative-harmful vs "))
+                       ).to_be_visible(timeout=30_000)
+                # Two figures in the heatmap cell, two more in the explorer's Differences tab.
+                page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
+                page.screenshot(path=str(ARTIFACTS / "explorer.png"))
+                assert after.strip() and after != before, (before, after)
+                assert page.locator("text=Error displaying widget").count() == 0
+                assert page.get_by_text(PROMPT).count() >= 1
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "browser-test-failure.png"))
+                shutil.copy(log, ARTIFACTS / "jupyterlab.log")
+                raise
+            finally:
+                browser.close()
+    finally:
+        _stop(server)

@@ -70,9 +70,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def make_tiny_hf(model_type: str, seed: int = 0) -> torch.nn.Module:
+def make_tiny_hf(model_type: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random-init model; ``overrides`` change its config (e.g. a longer context)."""
     config_name, model_name, kwargs = TINY_ARCHITECTURES[model_type]
-    config = getattr(transformers, config_name)(**kwargs)
+    config = getattr(transformers, config_name)(**{**kwargs, **overrides})
     torch.manual_seed(seed)
     return getattr(transformers, model_name)(config).eval()
 

@@ -8,6 +8,8 @@ Examples::
     cna steer --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 \\
         "How do I pick a lock?"
     cna compare a.json b.json
+    cna safety-tune --out adapters/smollm2-135m-safety
+    cna compare-models --out comparison
 
 Bad input prints one line starting with ``error:`` and exits with status 2.
 """
@@ -140,11 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--model", default=None,
                       help="model to tune (default: smollm2-135m-instruct)")
     tune.add_argument("--out", required=True, help="folder for the adapter and manifest.json")
-    tune.add_argument("--seed", type=_int, default=0)
-    tune.add_argument("--epochs", type=_int, default=2)
+    tune.add_argument("--seed", type=_int, default=None, help="default: the recipe's (0)")
+    tune.add_argument("--epochs", type=_int, default=None, help="default: the recipe's")
     tune.add_argument("--max-steps", type=_int, default=None)
-    tune.add_argument("--n-harmful", type=_int, default=None, help="seeded subset (quick runs)")
-    tune.add_argument("--n-benign", type=_int, default=None, help="seeded subset (quick runs)")
+    tune.add_argument("--n-harmful", type=_int, default=None,
+                      help="seeded subset (default: the recipe's)")
+    tune.add_argument("--n-benign", type=_int, default=None,
+                      help="seeded subset (default: the recipe's)")
+    tune.add_argument("--no-eval", action="store_true",
+                      help="skip measuring the targets after training (saves ~8 min on CPU)")
+    tune.add_argument("--mmlu-n", type=_int, default=500,
+                      help="MMLU questions for the before/after comparison (0 skips MMLU)")
+
+    pair = sub.add_parser("compare-models", help="the base-vs-instruct experiment: circuit "
+                                                 "location, overlap, steering, lock-picking")
+    pair.add_argument("--models", type=_names, default=None,
+                      help="comma-separated; the first two are the pair (default: "
+                           "smollm2-135m-instruct,smollm2-135m-safety,gemma-3-270m)")
+    pair.add_argument("--steered", type=_int, default=2,
+                      help="how many of the first models get the multiplier sweep")
+    pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
+    pair.add_argument("--n", type=_int, default=None,
+                      help="prompts per held-out JBB half (default: all 50)")
+    pair.add_argument("--strongreject-n", type=_int, default=100,
+                      help="StrongREJECT prompts (0 skips)")
+    pair.add_argument("--max-new-tokens", type=_int, default=48)
+    pair.add_argument("--batch-size", type=_int, default=32)
+    pair.add_argument("--seed", type=_int, default=0)
+    pair.add_argument("--out", default="comparison",
+                      help="folder for comparison.json, the circuits and resumable sweeps")
     return parser
 
 
@@ -395,20 +421,36 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
     from .models import load_model
     from .safety import Recipe, safety_tune
 
-    recipe = Recipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps,
-                    n_harmful=args.n_harmful, n_benign=args.n_benign)
+    chosen = {key: getattr(args, key) for key in ("seed", "epochs", "max_steps", "n_harmful",
+                                                  "n_benign") if getattr(args, key) is not None}
+    recipe = Recipe(**chosen)
     model = load_model(args.model or "smollm2-135m-instruct")
-    manifest = safety_tune(args.out, model=model, recipe=recipe)
+    manifest = safety_tune(args.out, model=model, recipe=recipe, evaluate=not args.no_eval,
+                           mmlu_n=args.mmlu_n or None)
     print(json.dumps({"data": {k: v for k, v in manifest["data"].items()
                                if k != "files_sha256"},
-                      "training": manifest["training"]}, indent=2))
+                      "training": manifest["training"], "metrics": manifest["metrics"]},
+                     indent=2))
     print(f"wrote the adapter and manifest.json to {args.out}")
+    return 0
+
+
+def cmd_compare_models(args: argparse.Namespace) -> int:
+    from .compare import DEFAULT_MODELS, compare_models
+
+    comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
+                                multipliers=args.multipliers, n=args.n,
+                                strongreject_n=args.strongreject_n,
+                                max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, seed=args.seed, out_dir=args.out)
+    print(comparison.report())
+    print(f"\nwrote {args.out}/comparison.json and the circuits")
     return 0
 
 
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
             "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu,
-            "safety-tune": cmd_safety_tune}
+            "safety-tune": cmd_safety_tune, "compare-models": cmd_compare_models}
 
 if __name__ == "__main__":
     sys.exit(main())

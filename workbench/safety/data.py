@@ -28,6 +28,9 @@ from ..evaluation.benchmarks import load_benchmark
 from ..prompts import PromptSet, bundled_dir
 
 SAFETY_DIR = "safety"
+HARMFUL_FILES = ("harmful-requests.txt",)
+BENIGN_FILES = ("benign-instructions.txt", "benign-borderline.txt")
+REFUSALS_FILE = "refusals.txt"
 
 
 def _words(text: str) -> list[str]:
@@ -72,6 +75,10 @@ def safety_file(name: str) -> PromptSet:
     return PromptSet.load(bundled_dir() / SAFETY_DIR / name)
 
 
+def _read(names: Sequence[str]) -> list[str]:
+    return [prompt for name in names for prompt in safety_file(name).prompts]
+
+
 @dataclass
 class SafetyData:
     """(prompt, response) pairs with their provenance."""
@@ -104,8 +111,8 @@ def build_data(answer: Callable[[list[str]], list[str]], *, seed: int = 0,
         n_harmful, n_benign: seeded subsets (for quick runs); None uses everything.
     """
     rng = random.Random(seed)
-    harmful = load_benchmark("advbench").prompts + safety_file("harmful-requests.txt").prompts
-    benign = safety_file("benign-instructions.txt").prompts
+    harmful = load_benchmark("advbench").prompts + _read(HARMFUL_FILES)
+    benign = _read(BENIGN_FILES)
     held_out = held_out_prompts()
     harmful, removed_harmful = remove_overlaps(harmful, held_out, overlap_threshold)
     benign, removed_benign = remove_overlaps(benign, held_out, overlap_threshold)
@@ -113,7 +120,7 @@ def build_data(answer: Callable[[list[str]], list[str]], *, seed: int = 0,
         harmful = rng.sample(harmful, n_harmful)
     if n_benign is not None:
         benign = rng.sample(benign, n_benign)
-    refusals = safety_file("refusals.txt").prompts
+    refusals = safety_file(REFUSALS_FILE).prompts
     harmful_pairs = [(p, rng.choice(refusals)) for p in harmful]
     benign_pairs = list(zip(benign, answer(benign)))
     return SafetyData(harmful_pairs, benign_pairs, removed_harmful + removed_benign, seed)

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -25,12 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
-from ..models import WorkbenchModel, load_model
+from ..models import WorkbenchModel, from_hf, load_model
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
 from .data import SAFETY_DIR, SafetyData, build_data
+from .metrics import safety_metrics
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -42,24 +44,31 @@ class Recipe:
     alpha: int = 32
     dropout: float = 0.05
     learning_rate: float = 3e-4
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 8
     max_length: int = 160
     max_steps: int | None = None
     benign_new_tokens: int = 64
     overlap_threshold: float = 0.5
-    n_harmful: int | None = None
-    n_benign: int | None = None
+    # Seeded subsets that keep the run within 30 minutes on 2 CPU cores (None: all).
+    n_harmful: int | None = 300
+    n_benign: int | None = 900
 
 
 def encode_pair(model: WorkbenchModel, prompt: str, response: str,
-                prompting: Prompting, max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids of prompt + response + EOS, and labels that score only the response."""
+                prompting: Prompting, max_length: int,
+                cut_at: int | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + response (+ EOS), and labels that score only the response.
+
+    A response of ``cut_at`` tokens or more was cut off by the generation limit, so it
+    gets no EOS: the model should not learn to stop mid-sentence.
+    """
     tokenizer = model.tokenizer
     text = format_prompts(tokenizer, [prompt], prompting)[0]
     prompt_ids = tokenizer(text, add_special_tokens=not prompting.chat_template)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    response_ids = response_ids + [tokenizer.eos_token_id]
+    if cut_at is None or len(response_ids) < cut_at:
+        response_ids = response_ids + [tokenizer.eos_token_id]
     ids = (prompt_ids + response_ids)[:max_length]
     labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
     return ids, labels
@@ -94,7 +103,9 @@ def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     prompting = model.prompting()
-    encoded = [encode_pair(model, p, r, prompting, recipe.max_length)
+    # A benign answer within a token or two of the generation limit was cut off there.
+    encoded = [encode_pair(model, p, r, prompting, recipe.max_length,
+                           cut_at=recipe.benign_new_tokens - 1)
                for p, r in data.examples()]
     config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
                         target_modules="all-linear", task_type="CAUSAL_LM")
@@ -140,9 +151,34 @@ def data_hashes() -> dict[str, str]:
             for path in files}
 
 
+def save_adapter(peft_model: Any, out_dir: Path) -> None:
+    """Save the LoRA adapter with its weights in float16 (half the size, same behaviour)."""
+    from safetensors.torch import load_file, save_file
+
+    peft_model.save_pretrained(out_dir)
+    weights = out_dir / "adapter_model.safetensors"
+    tensors = {k: v.to(torch.float16) for k, v in load_file(weights).items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def load_tuned(model: WorkbenchModel, adapter: str | Path, name: str | None = None,
+               ) -> WorkbenchModel:
+    """A copy of ``model`` with the LoRA adapter folder ``adapter`` merged in."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(copy.deepcopy(model.hf_model),
+                                       str(adapter)).merge_and_unload()
+    return from_hf(merged, model.tokenizer, name=name or f"{model.name}+{Path(adapter).name}")
+
+
 def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
-                recipe: Recipe = Recipe(), progress: bool = True) -> dict[str, Any]:
-    """Run the recipe and write the adapter and ``manifest.json`` to ``out_dir``."""
+                recipe: Recipe = Recipe(), evaluate: bool = True, mmlu_n: int | None = 500,
+                progress: bool = True) -> dict[str, Any]:
+    """Run the recipe and write the adapter and ``manifest.json`` to ``out_dir``.
+
+    With ``evaluate`` the tuned model's targets (:mod:`workbench.safety.metrics`) are
+    measured afterwards and written into the manifest's ``metrics``.
+    """
     out_dir = Path(out_dir)
     model = model or load_model("smollm2-135m-instruct")
     started = time.perf_counter()
@@ -154,7 +190,7 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     data_seconds = time.perf_counter() - started
     peft_model, losses = train_lora(model, data, recipe, progress=progress)
     try:
-        peft_model.save_pretrained(out_dir)
+        save_adapter(peft_model, out_dir)
     finally:
         peft_model.unload()  # remove the LoRA layers: the caller's model is unchanged
     manifest = {
@@ -176,5 +212,13 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
         },
         "metrics": {},
     }
-    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out_dir, manifest)
+    if evaluate:
+        tuned = load_tuned(model, out_dir)
+        manifest["metrics"] = safety_metrics(tuned, model, mmlu_n=mmlu_n, progress=progress)
+        write_manifest(out_dir, manifest)
     return manifest
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")

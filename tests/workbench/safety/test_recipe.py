@@ -29,9 +29,12 @@ def test_jaccard_and_overlap_removal():
 def test_bundled_recipe_files_are_usable():
     refusals = safety_file("refusals.txt").prompts
     benign = safety_file("benign-instructions.txt").prompts
+    borderline = safety_file("benign-borderline.txt").prompts
     harmful = safety_file("harmful-requests.txt").prompts
     assert len(set(refusals)) >= 20 and all(is_refusal(r) for r in refusals)
-    assert len(set(benign)) >= 500
+    assert len(set(benign)) >= 500 and len(set(borderline)) >= 400
+    assert not set(benign) & set(borderline)
+    benign = benign + borderline
     jbb_benign = set(load_benchmark("jbb-benign").prompts)
     assert not jbb_benign & set(benign)
     assert len(harmful) >= 100
@@ -62,10 +65,10 @@ def test_labels_score_only_the_response(tiny_llama):
 
 def test_reduced_recipe_writes_adapter_and_manifest(tiny_llama, tmp_path):
     before = {name: p.detach().clone() for name, p in tiny_llama.hf_model.named_parameters()}
-    recipe = Recipe(n_harmful=4, n_benign=4, batch_size=4, max_steps=3, max_length=96,
+    recipe = Recipe(n_harmful=4, n_benign=4, batch_size=4, epochs=2, max_steps=3, max_length=96,
                     benign_new_tokens=4, learning_rate=1e-2)
     manifest = safety_tune(tmp_path / "adapter", model=tiny_llama, recipe=recipe,
-                           progress=False)
+                           evaluate=False, progress=False)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     on_disk = json.loads((tmp_path / "adapter" / "manifest.json").read_text())
@@ -82,3 +85,21 @@ def test_reduced_recipe_writes_adapter_and_manifest(tiny_llama, tmp_path):
         assert torch.equal(after[name], value), name
     assert not any("lora" in name for name, _ in tiny_llama.hf_model.named_modules())
     assert not hooks_left(tiny_llama.hf_model)
+
+
+def test_adapter_is_saved_in_half_precision_and_merges_into_a_copy(tiny_llama, tmp_path):
+    from safetensors.torch import load_file
+
+    from workbench.safety.lora import load_tuned
+
+    recipe = Recipe(n_harmful=2, n_benign=2, batch_size=4, max_steps=2, max_length=128,
+                    benign_new_tokens=2, learning_rate=1e-2)
+    safety_tune(tmp_path, model=tiny_llama, recipe=recipe, evaluate=False, progress=False)
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    assert weights and all(t.dtype == torch.float16 for t in weights.values())
+    assert any(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)
+    original = tiny_llama.down_proj(1).weight.detach().clone()
+    tuned = load_tuned(tiny_llama, tmp_path)
+    assert not torch.equal(tuned.down_proj(1).weight, original)  # the LoRA delta is merged
+    assert torch.equal(tiny_llama.down_proj(1).weight, original)  # the caller's model is not
+    assert not any("lora" in name for name, _ in tuned.hf_model.named_modules())

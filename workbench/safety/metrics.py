@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from ..evaluation.benchmarks import load_benchmark
 from ..evaluation.mmlu import mmlu
@@ -47,14 +47,20 @@ def check_targets(metrics: dict[str, float]) -> dict[str, bool]:
 
 
 def safety_metrics(tuned: WorkbenchModel, untuned: WorkbenchModel | None = None, *,
-                   max_new_tokens: int = 64, mmlu_n: int | None = 500, batch_size: int = 32,
+                   unused_benign: Sequence[str] = (), max_new_tokens: int = 64,
+                   mmlu_n: int | None = 500, batch_size: int = 32,
                    progress: bool = True) -> dict[str, Any]:
     """Measure the targets on ``tuned`` (and MMLU on ``untuned`` for the comparison).
 
-    ``mmlu_n=None`` skips MMLU (it takes about three minutes per model on 2 CPU cores).
+    ``unused_benign``: the recipe's benign prompts that training did not use; their
+    refusal rate (``unused_benign_refusal``) shows over-refusal on held-out prompts of
+    the training kind, beside JBB's harder benign look-alikes. ``mmlu_n=None`` skips MMLU
+    (about three minutes per model on 2 CPU cores).
     """
     started = time.perf_counter()
     metrics: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+    metrics.update(unused_benign_refusal(tuned, unused_benign, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, progress=progress))
     for name in ("jbb-harmful", "jbb-benign", "strongreject"):
         key = name.replace("-", "_")
         halves = ("discover", "heldout") if name.startswith("jbb") else (None,)
@@ -79,3 +85,14 @@ def safety_metrics(tuned: WorkbenchModel, untuned: WorkbenchModel | None = None,
     metrics["targets_met"] = check_targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics
+
+
+def unused_benign_refusal(tuned: WorkbenchModel, prompts: Sequence[str], *,
+                          max_new_tokens: int = 64, batch_size: int = 32,
+                          progress: bool = True) -> dict[str, Any]:
+    """Refusal rate on the benign prompts the recipe left out (empty dict if none)."""
+    if not prompts:
+        return {}
+    completions = generate(tuned, list(prompts), max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, progress=progress)
+    return {"unused_benign_n": len(prompts), "unused_benign_refusal": refusal_rate(completions)}

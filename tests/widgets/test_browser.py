@@ -80,6 +80,10 @@ def _write_notebook(path: Path) -> None:
 
 
 def _start_lab(root: Path, port: int, log: Path) -> subprocess.Popen:
+    # No "get notified about Jupyter news?" toast over the screenshots.
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),

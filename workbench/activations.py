@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import PromptSetError
+from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet, format_prompts
 
@@ -116,7 +117,7 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
 
     order = length_order(model, prompt_list, prompting)
     start = 0
-    with tqdm(total=len(order), desc=f"collecting {site} activations", unit="prompt",
+    with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations", unit="prompt",
               disable=not progress, leave=False) as bar:
         while start < len(order):
             rows = order[start:start + batch_size]

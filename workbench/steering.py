@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .activations import collect
 from .circuit import Circuit, Signs
 from .errors import SteeringError
+from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, PromptSet
 
@@ -229,7 +230,7 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
     # Batch prompts of similar length together (less padding), then restore the order.
     order = sorted(range(len(prompt_list)), key=lambda i: (len(prompt_list[i]), i))
     completions: list[str] = [""] * len(prompt_list)
-    with context, torch.no_grad():
+    with model_lock(model), context, torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), disable=not progress,
                           desc="generating", unit="batch", leave=False):
             rows = order[start:start + batch_size]

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,27 +32,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .circuit import Circuit
+from .locks import model_lock
 from .models import WorkbenchModel
 from .steering import generate
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: WorkbenchModel) -> threading.RLock:
-    """The lock that serialises hooked runs (generation, discovery) on ``model``.
-
-    Example:
-        >>> class M: pass
-        >>> m = M()
-        >>> model_lock(m) is model_lock(m)
-        True
-    """
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
+__all__ = ["CancelCriteria", "CancelToken", "StreamResult", "TextStreamer", "model_lock",
+           "stream_generate"]
 
 
 class CancelToken:

@@ -146,3 +146,18 @@ def test_discover_reports_each_stage(tiny_llama):
              progress=False, on_progress=lambda *args: calls.append(args))
     assert calls == [("positive", 2, 2), ("negative", 2, 2), ("universal", 2, 4),
                      ("universal", 4, 4)]
+
+
+def test_collection_waits_for_a_run_holding_the_model_lock(tiny_llama):
+    import threading
+
+    from workbench.locks import model_lock
+
+    done = threading.Event()
+    with model_lock(tiny_llama):  # e.g. a widget's background generation
+        worker = threading.Thread(
+            target=lambda: (collect(tiny_llama, PROMPTS, progress=False), done.set()))
+        worker.start()
+        assert not done.wait(1.0)  # blocked: nnsight must not trace during another run
+    worker.join(60)
+    assert done.is_set()

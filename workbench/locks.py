@@ -1,0 +1,32 @@
+"""One lock per model, so that hooked runs never overlap.
+
+Steering hooks and nnsight's tracing act on every forward pass of a model, whichever
+thread makes it. Activation collection (:func:`workbench.activations.collect`) and
+generation (:func:`workbench.steering.generate`) hold :func:`model_lock` while they run,
+so a notebook cell that discovers a circuit waits for a widget's background generation
+(and the other way round) instead of corrupting it.
+
+Example:
+    >>> class M: pass
+    >>> m = M()
+    >>> model_lock(m) is model_lock(m)
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The re-entrant lock that serialises hooked runs on ``model``."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock

@@ -33,7 +33,7 @@ from workbench.errors import InvalidArgumentError
 from workbench.evaluation.quality import quality
 from workbench.evaluation.refusal import is_refusal
 from workbench.models import WorkbenchModel
-from workbench.steering import POSITIONS, SIGNS, check_multiplier
+from workbench.steering import check_max_new_tokens, check_multiplier, check_positions_signs
 
 from . import markup
 from .observers import Observers
@@ -113,14 +113,8 @@ class SteeringController:
                  max_new_tokens: int = 48, positions: str = "all", signs: str = "all",
                  **generate_kwargs: Any) -> None:
         circuit.check_model(model)
-        if positions not in POSITIONS:
-            raise InvalidArgumentError(f"positions must be one of {POSITIONS}, not {positions!r}")
-        if signs not in SIGNS:
-            raise InvalidArgumentError(f"signs must be one of {SIGNS}, not {signs!r}")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 1:
-            raise InvalidArgumentError(
-                f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        check_positions_signs(positions, signs)  # here, not first in the generating thread
+        check_max_new_tokens(max_new_tokens)
         self.model = model
         self.circuit = circuit
         self.multiplier = check_multiplier(multiplier)

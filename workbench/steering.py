@@ -95,6 +95,21 @@ def _hooks(register: Sequence) -> Iterator[None]:
             handle.remove()
 
 
+def check_positions_signs(positions: Any, signs: Any) -> None:
+    """Refuse ``positions`` / ``signs`` values that :func:`steer` does not know."""
+    if positions not in POSITIONS:
+        raise SteeringError(f"positions must be one of {POSITIONS}, not {positions!r}")
+    if signs not in SIGNS:
+        raise SteeringError(f"signs must be one of {SIGNS}, not {signs!r}")
+
+
+def check_max_new_tokens(max_new_tokens: Any) -> None:
+    """Refuse a token budget that is not a positive integer (a bool is not one)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 1:
+        raise SteeringError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+
+
 @contextlib.contextmanager
 def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
           positions: Positions = "all", signs: Signs = "all") -> Iterator[None]:
@@ -112,10 +127,7 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
         ...     out = model.hf_model.generate(**inputs, max_new_tokens=20)
     """
     value = check_multiplier(multiplier)
-    if positions not in POSITIONS:
-        raise SteeringError(f"positions must be one of {POSITIONS}, not {positions!r}")
-    if signs not in SIGNS:
-        raise SteeringError(f"signs must be one of {SIGNS}, not {signs!r}")
+    check_positions_signs(positions, signs)
     circuit.check_model(model)
     phase = _Phase()
     register = []
@@ -213,9 +225,7 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
     prompt_list = list(prompts)
     if not prompt_list:
         return []
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-            or max_new_tokens < 1:
-        raise SteeringError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     value = check_multiplier(multiplier)
     prompting = model.prompting(chat_template, system_prompt)
     options = {"do_sample": False, "max_new_tokens": max_new_tokens,

@@ -1,9 +1,11 @@
 """One lock per model, so that hooked runs never overlap.
 
 Steering hooks and nnsight's tracing act on every forward pass of a model, whichever
-thread makes it. Activation collection (:func:`workbench.activations.collect`) and
-generation (:func:`workbench.steering.generate`) hold :func:`model_lock` while they run,
-so a notebook cell that discovers a circuit waits for a widget's background generation
+thread makes it. Activation collection (:func:`workbench.activations.collect`),
+generation (:func:`workbench.steering.generate`), MMLU scoring and the steering contexts
+(:func:`workbench.steering.steer`, :func:`workbench.steering.add_vector`, for as long as
+their hooks are registered) hold :func:`model_lock`, so a notebook cell that discovers a
+circuit or opens a ``with steer(...)`` block waits for a widget's background generation
 (and the other way round) instead of corrupting it.
 
 Example:

@@ -83,16 +83,21 @@ class _Phase:
 
 
 @contextlib.contextmanager
-def _hooks(register: Sequence) -> Iterator[None]:
-    """Register hooks from a list of zero-argument callables; always remove them."""
+def _hooks(model: WorkbenchModel, register: Sequence) -> Iterator[None]:
+    """Register hooks from a list of zero-argument callables; always remove them.
+
+    The model's lock is held while the hooks are in place, so a widget's background
+    generation never runs with (or under) a cell's ``with steer(...)`` block.
+    """
     handles = []
-    try:
-        for add in register:
-            handles.append(add())
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model):
+        try:
+            for add in register:
+                handles.append(add())
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def check_positions_signs(positions: Any, signs: Any) -> None:
@@ -147,7 +152,7 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
 
         register.append(lambda module=module, hook=scale_input:
                         module.register_forward_pre_hook(hook))
-    with _hooks(register):
+    with _hooks(model, register):
         yield
 
 
@@ -199,7 +204,7 @@ def add_vector(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Ite
             return output + delta.to(output.dtype)
 
         register.append(lambda module=module, hook=add: module.register_forward_hook(hook))
-    with _hooks(register):
+    with _hooks(model, register):
         yield
 
 

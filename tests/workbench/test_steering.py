@@ -234,3 +234,22 @@ def test_add_vector_checks_the_shape(tiny_llama):
     with pytest.raises(SteeringError, match="alpha"):
         with add_vector(tiny_llama, torch.zeros(2, 64), "strong"):
             pass
+
+
+@pytest.mark.parametrize("context", ["steer", "add_vector"])
+def test_another_threads_generation_waits_for_an_open_steering_block(tiny_llama, context):
+    """A widget's background generation must not run under a cell's ``with steer(...)``."""
+    import threading
+
+    circuit = make_circuit(tiny_llama, [(0, 3, 1.0)])
+    vector = torch.zeros(tiny_llama.n_layers, tiny_llama.config.hidden_size)
+    block = (steer(tiny_llama, circuit, multiplier=0.0) if context == "steer"
+             else add_vector(tiny_llama, vector, 1.0))
+    done = threading.Event()
+    with block:
+        worker = threading.Thread(
+            target=lambda: (generate(tiny_llama, PROMPTS[0], max_new_tokens=2), done.set()))
+        worker.start()
+        assert not done.wait(1.0)  # blocked while the hooks are registered
+    worker.join(60)
+    assert done.is_set() and not hooks_left(tiny_llama.hf_model)

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError
+from ..locks import model_lock
 from ..models import WorkbenchModel
 from ..prompts import ChatTemplateChoice
 from .benchmarks import MMLUQuestion, load_benchmark
@@ -115,7 +116,7 @@ def mmlu(model: WorkbenchModel, *, n: int | None = 500, shots: int = 0, seed: in
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     predicted = [0] * len(prompts)
     started = time.perf_counter()
-    with intervention or contextlib.nullcontext(), torch.no_grad():
+    with model_lock(model), intervention or contextlib.nullcontext(), torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), disable=not progress,
                           desc=f"MMLU {shots}-shot", unit="batch", leave=False):
             rows = order[start:start + batch_size]

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     pair_size.add_argument("--top-k", type=_int, default=None, help="explicit circuit size")
     pair.add_argument("--n", type=_int, default=None,
                       help="prompts per held-out JBB half (default: all 50)")
+    pair.add_argument("--discover-n", type=_int, default=None,
+                      help="prompts per discovery JBB half (default: all 50)")
     pair.add_argument("--strongreject-n", type=_int, default=50,
                       help="StrongREJECT prompts (0 skips)")
     pair.add_argument("--max-new-tokens", type=_int, default=48)
@@ -445,7 +447,7 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
     comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
                                 fraction=args.fraction, top_k=args.top_k,
                                 multipliers=args.multipliers, n=args.n,
-                                strongreject_n=args.strongreject_n,
+                                discover_n=args.discover_n, strongreject_n=args.strongreject_n,
                                 max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, seed=args.seed, out_dir=args.out)
     print(comparison.report())

@@ -154,7 +154,7 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
                    steered: int = 2, positive: str = "jbb-harmful", negative: str = "jbb-benign",
                    fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
                    multipliers: Sequence[float] = MULTIPLIERS, n: int | None = None,
-                   strongreject_n: int | None = 50, max_new_tokens: int = 48,
+                   discover_n: int | None = None, strongreject_n: int | None = 50, max_new_tokens: int = 48,
                    batch_size: int = 32, seed: int = 0, out_dir: str | Path | None = None,
                    progress: bool = True) -> Comparison:
     """Run the experiment (see the module docstring) and return its tables.
@@ -165,6 +165,7 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
         steered: how many of the first models get the steering sweep.
         fraction, top_k: circuit size, as in :func:`~workbench.discover` (default 0.1%).
         n: prompts per held-out half (seeded subset); None uses all 50.
+        discover_n: prompts per discovery half (seeded subset); None uses all 50.
         strongreject_n: StrongREJECT prompts (seeded subset); None uses all 313, 0 skips it.
         out_dir: where to keep sweep results (parquet, resumable) and the JSON outputs.
 
@@ -175,7 +176,12 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     if len(models) < 1:
         raise InvalidArgumentError("compare_models needs at least one model")
     values = [check_multiplier(m) for m in multipliers]
-    discover_sets = [load_benchmark(name, split="discover") for name in (positive, negative)]
+    names = [spec for spec in models if isinstance(spec, str)]
+    if len(set(names)) < len(names):
+        raise InvalidArgumentError(f"compare_models got the same model twice in {list(names)}; "
+                                   "each model's results are filed under its name")
+    discover_sets = [load_benchmark(name, split="discover", n=discover_n, seed=seed)
+                     for name in (positive, negative)]
     held_out = [load_benchmark(name, split="heldout", n=n, seed=seed)
                 for name in (positive, negative)]
     if strongreject_n != 0:
@@ -184,6 +190,9 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     results = []
     for position, spec in enumerate(models):
         model = spec if isinstance(spec, WorkbenchModel) else load_model(spec)
+        if any(done.name == model.name for done in results):
+            raise InvalidArgumentError(f"compare_models got two models named {model.name!r}; "
+                                       "each model's results are filed under its name")
         circuit = discover(model, *discover_sets, fraction=fraction, top_k=top_k,
                            progress=progress)
         lockpicking = dict(zip((0.0, 1.0, 2.0), (
@@ -200,7 +209,7 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
         pair = overlap(results[0].circuit, results[1].circuit)
     comparison = Comparison(results, pair, settings={
         "positive": positive, "negative": negative, "fraction": fraction, "top_k": top_k,
-        "multipliers": values, "n": n,
+        "multipliers": values, "n": n, "discover_n": discover_n,
         "strongreject_n": strongreject_n, "max_new_tokens": max_new_tokens, "seed": seed,
         "lockpicking_prompt": LOCKPICKING_PROMPT})
     if out is not None:

@@ -97,3 +97,20 @@ def test_bad_arguments_are_refused(pair):
         compare_models([])
     with pytest.raises(Exception, match="multiplier"):
         compare_models([pair[0]], multipliers=["lots"], progress=False)
+
+
+def test_discover_n_subsets_the_discovery_halves(pair):
+    before = pair[0]
+    comparison = compare_models([before], steered=0, discover_n=3, strongreject_n=0,
+                                max_new_tokens=2, progress=False)
+    refs = comparison.models[0].circuit.prompts
+    assert (refs["positive"]["n"], refs["negative"]["n"]) == (3, 3)
+    assert comparison.settings["discover_n"] == 3
+
+
+def test_the_same_model_twice_is_refused(pair):
+    with pytest.raises(InvalidArgumentError, match="same model twice"):
+        compare_models(["smollm2-135m-instruct", "smollm2-135m-instruct"])
+    with pytest.raises(InvalidArgumentError, match="two models named 'before'"):
+        compare_models([pair[0], pair[0]], steered=0, strongreject_n=0, max_new_tokens=2,
+                       progress=False)

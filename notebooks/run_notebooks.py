@@ -1,0 +1,124 @@
+"""Execute the curated notebooks in place, so that they carry the outputs of a run.
+
+    python notebooks/run_notebooks.py              # every notebook, full settings
+    python notebooks/run_notebooks.py 02 05        # only the notebooks with these numbers
+    CNA_FAST=1 python notebooks/run_notebooks.py   # FAST settings: a quick check
+
+Each notebook runs top to bottom in a fresh ``python3`` kernel, in a temporary working
+folder (so files a notebook writes, such as ``circuit.json``, do not land in the
+repository). Progress bars are dropped from the saved outputs (they record a moment of the
+run, not a result). The run's settings and wall time go into the notebook's metadata
+(``cna_run``) and are printed. A failing cell stops that notebook and leaves its file as
+it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from widgets.environment import FIGURES_VARIABLE
+
+HERE = Path(__file__).resolve().parent
+CELL_TIMEOUT_S = 7200  # notebook 05 runs the whole comparison in one cell
+#: Figures are saved as plotly JSON plus HTML that loads plotly.js from its CDN. Plotly's
+#: default in a kernel ("plotly_mimetype+notebook") would embed ~4 MB of plotly.js in each
+#: notebook; JupyterLab draws the JSON itself, offline.
+PLOTLY_RENDERER = "plotly_mimetype+notebook_connected"
+#: The widgets draw static figures in saved runs: a live FigureWidget stores the whole
+#: plotly.js bundle (~5 MB) in the notebook's widget state, once per figure. Opened and
+#: run again in JupyterLab, they are live as usual.
+WIDGET_FIGURES = "static"
+
+#: A tqdm bar as text: "label:  40%|████      | 2/5 [00:01<00:02, ...]".
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def is_progress_bar(output: dict) -> bool:
+    """Whether an output is (only) a progress bar, as a widget or as stderr text.
+
+    Example:
+        >>> is_progress_bar({"output_type": "stream", "name": "stderr",
+        ...                  "text": "sweep:  50%|#####     | 1/2 [00:01<00:01]\\r"})
+        True
+        >>> is_progress_bar({"output_type": "stream", "name": "stdout", "text": "42 neurons"})
+        False
+    """
+    if output.get("output_type") == "stream":
+        lines = [line for line in re.split(r"[\r\n]", output.get("text", "")) if line.strip()]
+        return output.get("name") == "stderr" and bool(lines) and all(
+            PROGRESS_BAR.search(line) for line in lines)
+    data = output.get("data", {})
+    return WIDGET_VIEW in data and bool(PROGRESS_BAR.search(str(data.get("text/plain", ""))))
+
+
+def drop_progress_bars(nb: nbformat.NotebookNode) -> int:
+    """Remove progress-bar outputs from every code cell; returns how many went."""
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = [output for output in cell.outputs if not is_progress_bar(output)]
+            dropped += len(cell.outputs) - len(kept)
+            cell.outputs = kept
+    return dropped
+
+
+def run(path: Path) -> float:
+    """Execute ``path`` in place; returns the wall time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory(prefix="cna-notebook-") as workdir:
+        client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                                startup_timeout=120, resources={"metadata": {"path": workdir}})
+        started = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - started
+    drop_progress_bars(nb)
+    nb.metadata["cna_run"] = {
+        "fast": os.environ.get("CNA_FAST", "0") == "1",
+        "seconds": round(seconds, 1),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "cpu_threads": os.cpu_count(),
+    }
+    nbformat.write(nb, path)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 00 05 (default: all)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PLOTLY_RENDERER", PLOTLY_RENDERER)  # the kernels inherit these
+    os.environ.setdefault(FIGURES_VARIABLE, WIDGET_FIGURES)
+    paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+    if args.numbers:
+        paths = [p for p in paths if p.name[:2] in args.numbers]
+        if not paths:
+            parser.error(f"no notebook numbered {' or '.join(args.numbers)} in {HERE}")
+    failed = []
+    for path in paths:
+        print(f"{path.name} ...", flush=True)
+        try:
+            seconds = run(path)
+        except Exception as error:  # report and go on with the next notebook
+            failed.append(path.name)
+            print(f"{path.name}: FAILED: {type(error).__name__}: {str(error)[-2000:]}", flush=True)
+            continue
+        size = path.stat().st_size / 1e6
+        print(f"{path.name}: {seconds:.0f} s, {size:.2f} MB", flush=True)
+    if failed:
+        print("failed:", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,6 +84,10 @@ def _start_lab(root: Path, port: int, log: Path) -> subprocess.Popen:
     settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    # Draw every cell, not only those in view, so that saved outputs can be found.
+    notebook_settings = root / ".settings" / "@jupyterlab" / "notebook-extension"
+    notebook_settings.mkdir(parents=True)
+    (notebook_settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
@@ -209,6 +213,45 @@ def test_slider_regenerates_in_jupyterlab(tmp_path):
                 assert after.strip() and after != before, (before, after)
                 assert page.locator("text=Error displaying widget").count() == 0
                 assert page.get_by_text(PROMPT).count() >= 1
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "browser-test-failure.png"))
+                shutil.copy(log, ARTIFACTS / "jupyterlab.log")
+                raise
+            finally:
+                browser.close()
+    finally:
+        _stop(server)
+
+
+def test_committed_notebook_shows_its_saved_figures(tmp_path):
+    """Opened without running anything, a committed notebook draws the figures of its
+    saved run, and no widget output shows an error."""
+    _needs_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = "01_discovering_circuits.ipynb"
+    shutil.copy(Path(__file__).resolve().parents[2] / "notebooks" / name, root / name)
+    port, log = _free_port(), tmp_path / "jupyterlab.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = _start_lab(root, port, log)
+    try:
+        _wait_for_server(port, server, log, timeout=60)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            try:
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/{name}", timeout=60_000)
+                page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+                # The three plain figures (|δ| per layer, neurons per layer and k) are
+                # drawn from their saved plotly outputs, with no kernel work.
+                figures = page.locator(".js-plotly-plot")
+                expect(figures.nth(1)).to_be_attached(timeout=60_000)
+                figures.nth(1).scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / "saved-notebook.png"))
+                assert page.locator("text=Error displaying widget").count() == 0
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "browser-test-failure.png"))
                 shutil.copy(log, ARTIFACTS / "jupyterlab.log")

@@ -14,6 +14,7 @@ system Chromium is used); skipped with the reason when either is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -125,115 +127,16 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait(5)
 
 
-def test_slider_regenerates_in_jupyterlab(tmp_path):
-    _needs_browser()
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def _open_in_lab(root: Path, name: str, log: Path) -> Iterator:
+    """JupyterLab serving ``root``, with the notebook ``name`` open in headless Chromium.
 
-    root = tmp_path / "lab"
-    root.mkdir()
-    _write_notebook(root / "slider.ipynb")
-    port, log = _free_port(), tmp_path / "jupyterlab.log"
-    ARTIFACTS.mkdir(exist_ok=True)
-    server = _start_lab(root, port, log)
-    try:
-        _wait_for_server(port, server, log, timeout=60)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            try:
-                page.goto(f"http://127.0.0.1:{port}/lab/tree/slider.ipynb",
-                          timeout=60_000)
-                page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
-                # The kernel must be up before "run all", or the cells queue behind a dialog.
-                page.locator(".jp-Notebook").click()
-                page.locator("text=/Python 3.*Idle/").first.wait_for(timeout=90_000)
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    Yields the playwright page; on a failure saves a screenshot and the server's log to
+    ``test-artifacts/``. The browser and the server are always stopped.
+    """
+    from playwright.sync_api import sync_playwright
 
-                steered = page.locator(STEERED)
-                expect(page.locator(STATUS_DONE.format(value=1)).first).to_be_visible(
-                    timeout=120_000)
-                before = steered.inner_text()
-                assert before.strip(), "no completion at multiplier 1"
-                # ipywidgets lets the readout be edited: type 0 and press Enter.
-                readout = page.locator(".widget-readout").first
-                readout.click()
-                page.keyboard.press("Control+A")
-                page.keyboard.type("0")
-                page.keyboard.press("Enter")
-                expect(page.locator(STATUS_DONE.format(value=0)).first).to_be_visible(
-                    timeout=120_000)
-                after = steered.inner_text()
-                page.screenshot(path=str(ARTIFACTS / "steering-slider.png"))
-                # The heatmap cell renders a live plotly figure; a box zoom re-bins it to
-                # one cell per neuron, and a click opens that neuron's panel.
-                plot = page.locator(".js-plotly-plot .nsewdrag").first
-                plot.wait_for(timeout=60_000)
-                plot.scroll_into_view_if_needed()
-                box = plot.bounding_box()
-                y = box["y"] + box["height"] * 0.1
-                page.mouse.move(box["x"] + box["width"] * 0.40, y)
-                page.mouse.down()
-                page.mouse.move(box["x"] + box["width"] * 0.45, y + 40, steps=5)
-                page.mouse.up()
-                expect(page.get_by_text("one cell per neuron")).to_be_visible(timeout=30_000)
-                page.wait_for_timeout(800)  # two presses within plotly's 300 ms: a double-click
-                page.mouse.click(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.05)
-                panel = page.locator("b", has_text=re.compile(r"^layer \d+, neuron \d+$"))
-                expect(panel).to_be_visible(timeout=60_000)
-                expect(page.get_by_text("tokens its down-projection column promotes")
-                       ).to_be_visible()
-                layer, neuron = map(int, re.findall(r"\d+", panel.inner_text()))
-                assert layer >= 25 and 0.35 * 1536 < neuron < 0.5 * 1536, (layer, neuron)
-                expect(page.get_by_text("one cell per neuron")).to_be_visible()  # still zoomed
-                page.get_by_text("tokens its down-projection column promotes"
-                                 ).scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "difference-heatmap.png"))
-                # The explorer: "Discover" fills the Differences tab.
-                discover = page.locator("button", has_text="Discover")
-                discover.scroll_into_view_if_needed()
-                discover.click()
-                expect(page.get_by_text("discovered 46 neurons")).to_be_visible(timeout=60_000)
-                page.screenshot(path=str(ARTIFACTS / "prompt-editor.png"))
-                page.locator(".lm-TabBar-tabLabel", has_text="Differences").click()
-                expect(page.get_by_text(re.compile(r"^#1: qualitative-harmful vs "))
-                       ).to_be_visible(timeout=30_000)
-                # Two figures in the heatmap cell, two more in the explorer's Differences tab.
-                page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
-                page.screenshot(path=str(ARTIFACTS / "explorer.png"))
-                # The Venn cell: listing a region shows its neurons.
-                venn = page.locator("button", has_text="List neurons")
-                venn.scroll_into_view_if_needed()
-                venn.click()
-                expect(page.get_by_text(re.compile(r"A only: \d+ neurons")).first
-                       ).to_be_visible(timeout=30_000)
-                page.get_by_text("Jaccard of all").scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "circuit-venn.png"))
-                assert after.strip() and after != before, (before, after)
-                assert page.locator("text=Error displaying widget").count() == 0
-                assert page.get_by_text(PROMPT).count() >= 1
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "browser-test-failure.png"))
-                shutil.copy(log, ARTIFACTS / "jupyterlab.log")
-                raise
-            finally:
-                browser.close()
-    finally:
-        _stop(server)
-
-
-def test_committed_notebook_shows_its_saved_figures(tmp_path):
-    """Opened without running anything, a committed notebook draws the figures of its
-    saved run, and no widget output shows an error."""
-    _needs_browser()
-    from playwright.sync_api import expect, sync_playwright
-
-    root = tmp_path / "lab"
-    root.mkdir()
-    name = "01_discovering_circuits.ipynb"
-    shutil.copy(Path(__file__).resolve().parents[2] / "notebooks" / name, root / name)
-    port, log = _free_port(), tmp_path / "jupyterlab.log"
+    port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     server = _start_lab(root, port, log)
     try:
@@ -245,13 +148,7 @@ def test_committed_notebook_shows_its_saved_figures(tmp_path):
             try:
                 page.goto(f"http://127.0.0.1:{port}/lab/tree/{name}", timeout=60_000)
                 page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
-                # The three plain figures (|δ| per layer, neurons per layer and k) are
-                # drawn from their saved plotly outputs, with no kernel work.
-                figures = page.locator(".js-plotly-plot")
-                expect(figures.nth(1)).to_be_attached(timeout=60_000)
-                figures.nth(1).scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "saved-notebook.png"))
-                assert page.locator("text=Error displaying widget").count() == 0
+                yield page
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "browser-test-failure.png"))
                 shutil.copy(log, ARTIFACTS / "jupyterlab.log")
@@ -260,3 +157,101 @@ def test_committed_notebook_shows_its_saved_figures(tmp_path):
                 browser.close()
     finally:
         _stop(server)
+
+
+def test_slider_regenerates_in_jupyterlab(tmp_path):
+    _needs_browser()
+    from playwright.sync_api import expect
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    _write_notebook(root / "slider.ipynb")
+    with _open_in_lab(root, "slider.ipynb", tmp_path / "jupyterlab.log") as page:
+        # The kernel must be up before "run all", or the cells queue behind a dialog.
+        page.locator(".jp-Notebook").click()
+        page.locator("text=/Python 3.*Idle/").first.wait_for(timeout=90_000)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+        steered = page.locator(STEERED)
+        expect(page.locator(STATUS_DONE.format(value=1)).first).to_be_visible(
+            timeout=120_000)
+        before = steered.inner_text()
+        assert before.strip(), "no completion at multiplier 1"
+        # ipywidgets lets the readout be edited: type 0 and press Enter.
+        readout = page.locator(".widget-readout").first
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("0")
+        page.keyboard.press("Enter")
+        expect(page.locator(STATUS_DONE.format(value=0)).first).to_be_visible(
+            timeout=120_000)
+        after = steered.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "steering-slider.png"))
+        # The heatmap cell renders a live plotly figure; a box zoom re-bins it to
+        # one cell per neuron, and a click opens that neuron's panel.
+        plot = page.locator(".js-plotly-plot .nsewdrag").first
+        plot.wait_for(timeout=60_000)
+        plot.scroll_into_view_if_needed()
+        box = plot.bounding_box()
+        y = box["y"] + box["height"] * 0.1
+        page.mouse.move(box["x"] + box["width"] * 0.40, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.45, y + 40, steps=5)
+        page.mouse.up()
+        expect(page.get_by_text("one cell per neuron")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(800)  # two presses within plotly's 300 ms: a double-click
+        page.mouse.click(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.05)
+        panel = page.locator("b", has_text=re.compile(r"^layer \d+, neuron \d+$"))
+        expect(panel).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("tokens its down-projection column promotes")
+               ).to_be_visible()
+        layer, neuron = map(int, re.findall(r"\d+", panel.inner_text()))
+        assert layer >= 25 and 0.35 * 1536 < neuron < 0.5 * 1536, (layer, neuron)
+        expect(page.get_by_text("one cell per neuron")).to_be_visible()  # still zoomed
+        page.get_by_text("tokens its down-projection column promotes"
+                         ).scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "difference-heatmap.png"))
+        # The explorer: "Discover" fills the Differences tab.
+        discover = page.locator("button", has_text="Discover")
+        discover.scroll_into_view_if_needed()
+        discover.click()
+        expect(page.get_by_text("discovered 46 neurons")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "prompt-editor.png"))
+        page.locator(".lm-TabBar-tabLabel", has_text="Differences").click()
+        expect(page.get_by_text(re.compile(r"^#1: qualitative-harmful vs "))
+               ).to_be_visible(timeout=30_000)
+        # Two figures in the heatmap cell, two more in the explorer's Differences tab.
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "explorer.png"))
+        # The Venn cell: listing a region shows its neurons.
+        venn = page.locator("button", has_text="List neurons")
+        venn.scroll_into_view_if_needed()
+        venn.click()
+        expect(page.get_by_text(re.compile(r"A only: \d+ neurons")).first
+               ).to_be_visible(timeout=30_000)
+        page.get_by_text("Jaccard of all").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "circuit-venn.png"))
+        assert after.strip() and after != before, (before, after)
+        assert page.locator("text=Error displaying widget").count() == 0
+        assert page.get_by_text(PROMPT).count() >= 1
+
+
+def test_committed_notebook_shows_its_saved_figures(tmp_path):
+    """Opened without running anything, a committed notebook draws the figures of its
+    saved run, and no widget output shows an error."""
+    _needs_browser()
+    from playwright.sync_api import expect
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = "01_discovering_circuits.ipynb"
+    shutil.copy(Path(__file__).resolve().parents[2] / "notebooks" / name, root / name)
+    with _open_in_lab(root, name, tmp_path / "jupyterlab.log") as page:
+        # Its figures (|δ| per layer, neurons per layer for each k) are drawn from the
+        # saved plotly outputs, with no kernel work.
+        figures = page.locator(".js-plotly-plot")
+        expect(figures.nth(1)).to_be_attached(timeout=60_000)
+        figures.nth(1).scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "saved-notebook.png"))
+        assert page.locator("text=Error displaying widget").count() == 0

@@ -198,6 +198,7 @@ def test_committed_notebooks_carry_a_full_run(path):
         f"{path.name}: cells were not executed in one run from the top ({counts})"
     for cell in code_cells:
         assert not any(runner.is_progress_bar(output) for output in cell.outputs)
+    assert runner.drop_orphan_widget_state(nb) == 0, f"{path.name} keeps unused widget state"
 
 
 def test_notebooks_stay_small():
@@ -220,6 +221,37 @@ def test_rebuilding_keeps_outputs_of_unchanged_code_cells():
     assert new.cells[first].execution_count == first
     assert new.cells[second].outputs == [] and new.cells[second].execution_count is None
     assert new.metadata["cna_run"] == {"fast": False}
+
+
+def test_orphan_widget_state_is_dropped_and_shown_widgets_are_kept():
+    def view(model_id):
+        return {"output_type": "display_data",
+                "data": {runner.WIDGET_VIEW: {"model_id": model_id}}}
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x")]
+    nb.cells[0].outputs = [nbformat.from_dict(view("b0"))]
+    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": {
+        "b0": {"state": {"children": ["IPY_MODEL_c1", "IPY_MODEL_a2"]}},  # shown: a box
+        "c1": {"state": {}},
+        "a2": {"state": {"outputs": [view("d3")]}},  # an Output widget showing d3
+        "d3": {"state": {}},
+        "e4": {"state": {"children": ["IPY_MODEL_f5"]}},  # a dropped progress bar
+        "f5": {"state": {}},
+    }}}
+    assert runner.drop_orphan_widget_state(nb) == 2
+    assert set(nb.metadata["widgets"][runner.WIDGET_STATE]["state"]) == {"b0", "c1", "a2", "d3"}
+
+
+def test_a_fast_run_must_not_overwrite_the_committed_notebooks(monkeypatch, capsys):
+    monkeypatch.setenv("CNA_FAST", "1")
+    with pytest.raises(SystemExit):
+        runner.main(["00"])
+    assert "--out" in capsys.readouterr().err
+    monkeypatch.delenv("CNA_FAST")
+    with pytest.raises(SystemExit):
+        runner.main(["00", "99"])
+    assert "no notebook numbered 99" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("output, expected", [

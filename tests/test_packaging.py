@@ -108,4 +108,3 @@ def test_installed_wheel_finds_the_bundled_prompt_sets(wheel, tmp_path):
     assert counts["qualitative-harmful"] == counts["qualitative-benign"] == 8
     assert counts["jbb-harmful"] == counts["jbb-benign"] == 100
     assert counts["diverse"] > 0
-

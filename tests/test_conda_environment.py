@@ -25,8 +25,10 @@ def test_environment_yml_lists_what_pyproject_requires():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = normalised(project["dependencies"]) | normalised(
         r for extra in project["optional-dependencies"].values() for r in extra)
-    listed = normalised(line.strip()[2:] for line in
-                        (REPO / "environment.yml").read_text().split("- pip:", 1)[1].splitlines()
-                        if line.strip().startswith("- "))
+    pip_lines = [line.strip()[2:] for line in
+                 (REPO / "environment.yml").read_text().split("- pip:", 1)[1].splitlines()
+                 if line.strip().startswith("- ")]
+    assert "--constraint requirements/lock.txt" in pip_lines  # the same lock as make setup
+    listed = normalised(line for line in pip_lines if not line.startswith("-"))
     assert listed == wanted, (f"only in pyproject.toml: {sorted(wanted - listed)}; "
                               f"only in environment.yml: {sorted(listed - wanted)}")

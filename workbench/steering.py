@@ -23,6 +23,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import Cache
 
 from .activations import collect
 from .circuit import Circuit, Signs
@@ -57,29 +58,75 @@ def check_multiplier(multiplier: Any, what: str = "multiplier") -> float:
 
 
 class _Phase:
-    """Tells, inside a forward pass, whether the model is reading the prompt or generating.
+    """Tells, for each forward pass, which of its token positions belong to the prompt.
 
-    A top-level forward pre-hook looks at the KV cache: an empty (or absent) cache means
-    the prompt is being read; a filled one means a generated token is being fed back.
-    Runs without a KV cache (``use_cache=False``) always look like prompt passes.
+    A forward pre-hook on the whole model sees every pass, whoever makes it (our
+    :func:`generate`, a user's ``hf_model.generate``, a plain forward call). It places the
+    pass's ``n`` tokens at absolute positions ``offset .. offset + n - 1`` from two facts
+    that do not depend on how ``generate`` names or passes its private arguments:
+
+    - a KV cache handed to the model (any :class:`transformers.Cache` argument, whatever
+      the keyword) already holds ``cache.get_seq_length()`` positions: ``offset`` is that;
+    - without a cache (``use_cache=False``), a pass whose token ids extend the previous
+      pass's ids re-reads that sequence plus the tokens generated since.
+
+    A pass that starts a new sequence (empty or no cache, ids that do not extend the last
+    pass) is a prompt pass, and its length is the prompt length. Positions at or beyond
+    the prompt length are generated tokens. Known limit: a ``generate`` call that continues
+    a cache returned by an earlier call counts its new prompt tokens as generated.
+
+    Example:
+        >>> phase = _Phase()
+        >>> ids = torch.tensor([[5, 6, 7]])
+        >>> phase.hook(None, (), {"input_ids": ids})                 # prompt pass
+        >>> phase.generated.tolist()
+        [False, False, False]
+        >>> phase.hook(None, (), {"input_ids": torch.tensor([[5, 6, 7, 9]])})  # no cache
+        >>> phase.generated.tolist()
+        [False, False, False, True]
     """
 
     def __init__(self) -> None:
-        self.prompt = True
+        self.prompt_length: int | None = None
+        self.generated: torch.Tensor | None = None  # [pos] bool, for the current pass
+        self._last_ids: torch.Tensor | None = None  # [batch, pos] ids of the last pass
 
-    def hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        cache_position = kwargs.get("cache_position")
-        if cache_position is not None and cache_position.numel() > 0:
-            self.prompt = int(cache_position.flatten()[0]) == 0
+    def hook(self, module: torch.nn.Module | None, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)  # [batch, pos] or None
+        embeds = kwargs.get("inputs_embeds")  # [batch, pos, d_model] or None
+        tokens = ids if isinstance(ids, torch.Tensor) else embeds
+        if not isinstance(tokens, torch.Tensor):
+            self.generated = None
             return
-        past = kwargs.get("past_key_values")
-        length = past.get_seq_length() if hasattr(past, "get_seq_length") else 0
-        self.prompt = past is None or length == 0
+        n = int(tokens.shape[1])
+        cache = next((value for value in kwargs.values() if isinstance(value, Cache)), None)
+        offset = int(cache.get_seq_length()) if cache is not None else 0
+        if offset == 0 and not self._extends_last(ids):
+            self.prompt_length = n
+        elif self.prompt_length is None:  # a cache filled before steering began
+            self.prompt_length = offset
+        self._last_ids = ids if isinstance(ids, torch.Tensor) else None
+        positions = torch.arange(offset, offset + n, device=tokens.device)  # [pos]
+        self.generated = positions >= self.prompt_length
 
-    def active(self, positions: Positions) -> bool:
+    def _extends_last(self, ids: Any) -> bool:
+        last = self._last_ids
+        if not isinstance(ids, torch.Tensor) or last is None or ids.ndim != 2 \
+                or ids.shape[0] != last.shape[0] or ids.shape[1] <= last.shape[1]:
+            return False
+        return bool(torch.equal(ids[:, :last.shape[1]], last.to(ids.device)))
+
+    def selected(self, positions: Positions) -> torch.Tensor | bool:
+        """Which positions of the current pass to steer: True (all), False (none) or a mask.
+
+        The mask is ``[pos]`` bool. Before any whole-model pass has been seen (a submodule
+        called on its own), every position counts as prompt.
+        """
         if positions == "all":
             return True
-        return self.prompt if positions == "prompt" else not self.prompt
+        if self.generated is None:
+            return positions == "prompt"
+        return self.generated if positions == "generated" else ~self.generated
 
 
 @contextlib.contextmanager
@@ -123,7 +170,7 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
     Args:
         multiplier: 0 ablates, 1 leaves the model unchanged, >1 amplifies, <0 flips.
         positions: ``"all"`` token positions, only the ``"prompt"``, or only
-            ``"generated"`` tokens (the latter two rely on the KV cache).
+            ``"generated"`` tokens, with or without a KV cache (see :class:`_Phase`).
         signs: scale ``"all"`` circuit neurons, or only those with ``"positive"`` or
             ``"negative"`` delta.
 
@@ -145,10 +192,20 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
         scale[indices.to(scale.device)] = value
 
         def scale_input(_module: torch.nn.Module, args: tuple, scale: torch.Tensor = scale):
-            if not phase.active(positions):
-                return None
             hidden = args[0]  # [batch, pos, d_mlp]
-            return (hidden * scale.to(hidden.dtype),) + tuple(args[1:])
+            factor = scale.to(hidden.dtype)  # [d_mlp]
+            selected = phase.selected(positions)  # True, False or [pos] bool
+            if selected is False:
+                return None
+            if isinstance(selected, torch.Tensor):
+                if selected.shape[0] != hidden.shape[1]:
+                    raise SteeringError(
+                        f"positions={positions!r}: this pass has {hidden.shape[1]} positions "
+                        f"but the model call had {selected.shape[0]}; call the whole model "
+                        "(not a submodule), or use positions='all'")
+                factor = torch.where(selected.to(hidden.device)[:, None], factor,
+                                     torch.ones_like(factor))  # [pos, d_mlp]
+            return (hidden * factor,) + tuple(args[1:])
 
         register.append(lambda module=module, hook=scale_input:
                         module.register_forward_pre_hook(hook))

@@ -8,6 +8,7 @@ import torch
 from conftest import PROMPTS, hooks_left
 
 from workbench import Circuit, Neuron, add_vector, caa_vector, generate, steer
+from workbench.streaming import stream_generate
 from workbench.activations import collect
 from workbench.errors import CircuitMismatchError, SteeringError
 
@@ -94,21 +95,88 @@ def test_ablation_changes_the_model(tiny_llama):
         assert not torch.allclose(forward(tiny_llama), reference)
 
 
-@pytest.mark.parametrize("positions", ["prompt", "generated"])
-def test_positions_select_prompt_or_generated_tokens(tiny_llama, positions):
-    circuit = make_circuit(tiny_llama, [(1, 7, 1.0)])
-    with steer(tiny_llama, circuit, multiplier=0.0, positions=positions):
+NEW_TOKENS = 4
+
+
+def run_generation(model, driver: str, prompts: list[str], use_cache: bool) -> list:
+    """Generate NEW_TOKENS greedy tokens for ``prompts`` the way ``driver`` does."""
+    options = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, use_cache=use_cache)
+    if driver == "workbench":
+        return generate(model, prompts, batch_size=len(prompts), **options)
+    if driver == "stream":
+        assert len(prompts) == 1
+        return [stream_generate(model, prompts[0], **options).text]
+    # A user's own call of transformers' generate inside ``with steer(...)``.
+    inputs = model.encode(prompts, model.prompting())
+    inputs.pop("position_ids", None)
+    return model.hf_model.generate(**inputs, do_sample=False,
+                                   pad_token_id=model.tokenizer.pad_token_id,
+                                   **options).tolist()
+
+
+def check_positions(model, positions: str, driver: str, prompts: list[str],
+                    use_cache: bool) -> None:
+    """Neuron (1, 7) is zeroed at exactly the prompt or exactly the generated positions."""
+    circuit = make_circuit(model, [(1, 7, 1.0)])
+    with steer(model, circuit, multiplier=0.0, positions=positions):
         calls = read_down_proj_inputs(
-            tiny_llama, lambda: generate(tiny_llama, ["How do I bake a cake?"],
-                                         max_new_tokens=4, min_new_tokens=4))
-    prompt_call, generated_calls = calls[0], calls[1:]
-    assert prompt_call[1].shape[1] > 1 and len(generated_calls) == 3
-    prompt_zero = bool((prompt_call[1][..., 7] == 0).all())
-    generated_zero = [bool((call[1][..., 7] == 0).all()) for call in generated_calls]
-    if positions == "prompt":
-        assert prompt_zero and not any(generated_zero)
-    else:
-        assert not prompt_zero and all(generated_zero)
+            model, lambda: run_generation(model, driver, prompts, use_cache))
+    lengths = [call[1].shape[1] for call in calls]
+    prompt_length = lengths[0]
+    steps = range(NEW_TOKENS)
+    if use_cache:  # the prompt once, then one new token per pass
+        assert lengths == [prompt_length] + [1] * (NEW_TOKENS - 1)
+    else:  # every pass re-reads the prompt and what was generated so far
+        assert lengths == [prompt_length + step for step in steps]
+    for step, call in zip(steps, calls):
+        values = call[1][..., 7]  # [batch, pos]
+        start = prompt_length + step - 1 if use_cache and step else 0
+        absolute = torch.arange(start, start + values.shape[1])  # [pos]
+        generated = absolute >= prompt_length
+        zeroed = generated if positions == "generated" else ~generated
+        assert bool((values[:, zeroed] == 0).all()), (step, positions)
+        # Left padding can leave a short row's pad positions at zero: ask for each other
+        # position to be non-zero in some row.
+        assert bool((values[:, ~zeroed] != 0).any(dim=0).all()), (step, positions)
+    assert not hooks_left(model.hf_model)
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+@pytest.mark.parametrize("driver, batch", [("workbench", 1), ("workbench", 2), ("user", 1),
+                                           ("user", 2), ("stream", 1)])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+def test_positions_select_prompt_or_generated_tokens(tiny_llama, positions, driver, batch,
+                                                     use_cache):
+    check_positions(tiny_llama, positions, driver, PROMPTS[:batch], use_cache)
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_positions_hold_for_every_architecture(tiny_model, positions):
+    check_positions(tiny_model, positions, "workbench", PROMPTS[:2], use_cache=True)
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_positions_steer_the_same_with_and_without_a_kv_cache(tiny_llama, positions):
+    circuit = make_circuit(tiny_llama, [(layer, i, 1.0) for layer in range(2)
+                                        for i in range(0, 96, 3)])
+    plain = generate(tiny_llama, PROMPTS, max_new_tokens=6, batch_size=2)
+    with steer(tiny_llama, circuit, multiplier=0.0, positions=positions):
+        cached = generate(tiny_llama, PROMPTS, max_new_tokens=6, batch_size=2)
+        uncached = generate(tiny_llama, PROMPTS, max_new_tokens=6, batch_size=2,
+                            use_cache=False)
+    assert cached == uncached
+    assert cached != plain  # the steering took effect
+
+
+def test_positions_are_decided_per_pass_for_plain_forward_calls(tiny_llama):
+    """A forward call on its own is a prompt: "prompt" steers it, "generated" does not."""
+    circuit = make_circuit(tiny_llama, [(1, 7, 1.0)])
+    for positions, zeroed in (("prompt", True), ("generated", False)):
+        with steer(tiny_llama, circuit, multiplier=0.0, positions=positions):
+            first = read_down_proj_inputs(tiny_llama, lambda: forward(tiny_llama))[0]
+            again = read_down_proj_inputs(tiny_llama, lambda: forward(tiny_llama))[0]
+        for call in (first, again):
+            assert bool((call[1][..., 7] == 0).all()) is zeroed
 
 
 @pytest.mark.parametrize("signs, zeroed, kept", [("positive", (0, 3), (1, 7)),

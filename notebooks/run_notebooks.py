@@ -131,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.environ.get("CNA_FAST", "0") == "1" and args.out is None:
         parser.error("CNA_FAST=1 would overwrite the committed full runs: give --out DIR")
-    os.environ.setdefault("PLOTLY_RENDERER", PLOTLY_RENDERER)  # the kernels inherit these
-    os.environ.setdefault(FIGURES_VARIABLE, WIDGET_FIGURES)
     paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     unknown = set(args.numbers) - {p.name[:2] for p in paths}
     if unknown:
         parser.error(f"no notebook numbered {', '.join(sorted(unknown))} in {HERE}")
+    # Only once the run is accepted: a refused run must leave the caller's environment as
+    # it was (the tests call main() in-process, and later tests' kernels inherit it).
+    os.environ.setdefault("PLOTLY_RENDERER", PLOTLY_RENDERER)  # the kernels inherit these
+    os.environ.setdefault(FIGURES_VARIABLE, WIDGET_FIGURES)
     if args.numbers:
         paths = [p for p in paths if p.name[:2] in args.numbers]
     if args.out is not None:

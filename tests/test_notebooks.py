@@ -244,6 +244,8 @@ def test_orphan_widget_state_is_dropped_and_shown_widgets_are_kept():
 
 
 def test_a_fast_run_must_not_overwrite_the_committed_notebooks(monkeypatch, capsys):
+    monkeypatch.delenv("CNA_FAST", raising=False)
+    before = dict(os.environ)
     monkeypatch.setenv("CNA_FAST", "1")
     with pytest.raises(SystemExit):
         runner.main(["00"])
@@ -252,6 +254,10 @@ def test_a_fast_run_must_not_overwrite_the_committed_notebooks(monkeypatch, caps
     with pytest.raises(SystemExit):
         runner.main(["00", "99"])
     assert "no notebook numbered 99" in capsys.readouterr().err
+    # A refused run sets nothing: later tests' kernels (the browser test's JupyterLab)
+    # inherit this process's environment, and a leaked CNA_WIDGETS_FIGURES=static made
+    # the widgets there draw static figures, which report no zoom or click.
+    assert dict(os.environ) == before
 
 
 @pytest.mark.parametrize("output, expected", [

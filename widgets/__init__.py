@@ -10,6 +10,7 @@ usable and testable without a browser) and a view drawn with ipywidgets and plot
 * :class:`SteeringSlider`: streamed completions at a multiplier beside the baseline.
 * :class:`CircuitExplorer` / :func:`explore`: all four for one model; :func:`show`: one
   circuit at a glance.
+* :func:`dose_response`: refusal and quality against circuit size (a size sweep's summary).
 
 The widgets use the :mod:`workbench` library and never reach into model internals except
 through it.
@@ -20,6 +21,7 @@ Example:
     >>> widgets.explore(model)                                          # doctest: +SKIP
 """
 
+from .dose_response import dose_response
 from .editor import EditorController, PromptSetEditor
 from .environment import frontend, interactive_figures
 from .explorer import CircuitExplorer, CircuitView, explore, show
@@ -38,6 +40,7 @@ __all__ = [
     "SteeringController",
     "SteeringSlider",
     "VennController",
+    "dose_response",
     "explore",
     "frontend",
     "interactive_figures",

@@ -5,8 +5,11 @@ loads from and saves to a ``.txt`` / ``.csv`` / ``.jsonl`` file (atomic writes, 
 save is complete or not there at all, and a notebook restarted after a save finds
 everything in the files). A marker shows a set that differs from its file. Validation
 lists empty sets, duplicates, prompts in both sets, lopsided sizes and, with a model,
-prompts longer than its context window. "Discover" runs :func:`workbench.discover` with
-a progress bar and hands the circuit to whoever listens (``controller.discovered``).
+prompts longer than its context window. "Filter by refusal" keeps the positive prompts
+the model refuses and the negative prompts it answers (:func:`workbench.filter_by_behaviour`);
+a discovery on the sets it left records that filter in the circuit. "Discover" runs
+:func:`workbench.discover` with a progress bar and hands the circuit to whoever listens
+(``controller.discovered``).
 
 Example:
     >>> editor = EditorController(["How do I pick a lock?"], ["How do I bake bread?"])
@@ -31,6 +34,7 @@ import workbench
 from workbench.circuit import Circuit
 from workbench.cna import check_balance
 from workbench.errors import InvalidArgumentError, PromptSetError, WorkbenchError
+from workbench.filtering import DEFAULT_FILTER_TOKENS, Classifier, FilteredPair
 from workbench.models import WorkbenchModel
 from workbench.prompts import BUNDLED, PromptSet, format_prompts
 from workbench.streaming import model_lock
@@ -80,9 +84,12 @@ class EditorController:
         self.columns: dict[Side, str] = {side: "prompt" for side in SIDES}
         self._saved: dict[Side, list[str] | None] = {side: None for side in SIDES}
         self.circuit: Circuit | None = None
+        #: The last behaviour filter applied (see :meth:`filter_by_behaviour`).
+        self.last_filter: FilteredPair | None = None
         self.changed = Observers()     # () after any change of prompts, files or options
         self.discovered = Observers()  # (Circuit) after a discovery
-        self.progress = Observers()    # (stage, done, total) during a discovery
+        self.filtered = Observers()    # (FilteredPair) after a behaviour filter
+        self.progress = Observers()    # (stage, done, total) during a filter or discovery
         for side, spec in zip(SIDES, (positive, negative)):
             if spec is not None:
                 self._open(side, spec)
@@ -209,6 +216,8 @@ class EditorController:
             options["keep_activations"] = size <= KEEP_ACTIVATIONS_BYTES
         options.setdefault("max_imbalance", self.max_imbalance)
         options.setdefault("progress", False)
+        if "keep_if" not in options and self._filter_applies(positive, negative):
+            options["keep_if"] = self.last_filter  # records the filter in the circuit
         with model_lock(self.model):
             circuit = workbench.discover(self.model, positive, negative,
                                          on_progress=self.progress, **options)
@@ -216,7 +225,47 @@ class EditorController:
         self.discovered(circuit)
         return circuit
 
+    def filter_by_behaviour(self, shows: Classifier | None = None, *,
+                            max_new_tokens: int = DEFAULT_FILTER_TOKENS,
+                            **options: Any) -> FilteredPair:
+        """Keep the positive prompts whose completion shows the behaviour, negative ones not.
+
+        Runs :func:`workbench.filter_by_behaviour` on the current sets (``shows`` defaults
+        to the keyword refusal classifier) and replaces both lists by the kept prompts;
+        notifies ``filtered`` and ``changed``. Only the lists change: the files keep every
+        prompt until saved. While the sets stay as the filter left them, :meth:`discover`
+        passes it on (``keep_if``) so that the circuit records its counts. Keyword
+        arguments go to ``filter_by_behaviour`` (``batch_size``, ``system_prompt``...).
+
+        Example:
+            >>> pair = editor.filter_by_behaviour(max_new_tokens=16)          # doctest: +SKIP
+            >>> pair.summary()                                                 # doctest: +SKIP
+            'kept 6 of 8 positive prompts (is_refusal) and 8 of 8 negative prompts (...)'
+        """
+        if self.model is None:
+            raise InvalidArgumentError("this editor has no model to filter with; pass model=")
+        positive, negative = self.prompt_set("positive"), self.prompt_set("negative")
+        positive.require_nonempty("positive")
+        negative.require_nonempty("negative")
+        options.setdefault("progress", False)
+        with model_lock(self.model):
+            pair = workbench.filter_by_behaviour(self.model, positive, negative, shows=shows,
+                                                 max_new_tokens=max_new_tokens,
+                                                 on_progress=self.progress, **options)
+        for side in SIDES:
+            self.prompts[side][:] = getattr(pair, side).prompts
+        self.last_filter = pair
+        self.filtered(pair)
+        self.changed()
+        return pair
+
     # -- helpers -----------------------------------------------------------------
+
+    def _filter_applies(self, positive: PromptSet, negative: PromptSet) -> bool:
+        """Whether the sets are still exactly what the last behaviour filter kept."""
+        pair = self.last_filter
+        return (pair is not None and positive.sha256 == pair.positive.sha256
+                and negative.sha256 == pair.negative.sha256)
 
     def _too_long(self) -> list[Message]:
         limit = self.model.context_length
@@ -366,6 +415,7 @@ class PromptSetEditor:
 
     Args:
         positive, negative, model, max_imbalance: see :class:`EditorController`.
+        filter_tokens: completion length for "Filter by refusal".
         discover_options: defaults for :func:`workbench.discover` (e.g. ``top_k=50``).
 
     Example:
@@ -376,10 +426,11 @@ class PromptSetEditor:
 
     def __init__(self, positive: PromptsSpec = None, negative: PromptsSpec = None, *,
                  model: WorkbenchModel | None = None, max_imbalance: float | None = 4.0,
-                 **discover_options: Any) -> None:
+                 filter_tokens: int = DEFAULT_FILTER_TOKENS, **discover_options: Any) -> None:
         self.controller = c = EditorController(positive, negative, model=model,
                                                max_imbalance=max_imbalance)
         self.discover_options = discover_options
+        self.filter_tokens = filter_tokens
         self.status = ipywidgets.HTML()
         self.columns = {side: _SideView(self, side) for side in SIDES}
         self.messages = ipywidgets.HTML()
@@ -394,18 +445,23 @@ class PromptSetEditor:
                                                layout={"width": "200px"})
         self.discover_button = ipywidgets.Button(description="Discover", button_style="primary",
                                                  disabled=model is None)
+        self.filter_button = ipywidgets.Button(
+            description="Filter by refusal", disabled=model is None,
+            tooltip="keep the positive prompts the model refuses and the negative prompts "
+                    "it answers (greedy completions, keyword refusal classifier)")
         self.progress = ipywidgets.IntProgress(value=0, min=0, max=1, description="",
                                                layout={"width": "300px"})
         self.allow_lopsided.observe(
             lambda ch: c.set_max_imbalance(None if ch["new"] else max_imbalance or 4.0), "value")
         self.discover_button.on_click(lambda _b: self.act(self.discover))
+        self.filter_button.on_click(lambda _b: self.act(self.filter))
         c.changed.add(self.refresh)
         c.progress.add(self._progressed)
         self.widget = ipywidgets.VBox([
             ipywidgets.HBox([self.columns[side].widget for side in SIDES]),
             self.messages,
             ipywidgets.HBox([self.top_k, self.universal, self.allow_lopsided]),
-            ipywidgets.HBox([self.discover_button, self.progress]),
+            ipywidgets.HBox([self.filter_button, self.discover_button, self.progress]),
             self.status,
         ])
         self.refresh()
@@ -436,6 +492,17 @@ class PromptSetEditor:
         self.status.value = markup.message(
             "ok", f"discovered {len(circuit)} neurons; layers {circuit.layer_counts()}")
         return circuit
+
+    def filter(self) -> FilteredPair:
+        """Filter both sets by the model's refusals; the status line reports the counts."""
+        self.filter_button.disabled = True
+        self.status.value = markup.message("info", "filtering by the model's refusals…")
+        try:
+            pair = self.controller.filter_by_behaviour(max_new_tokens=self.filter_tokens)
+        finally:
+            self.filter_button.disabled = self.controller.model is None
+        self.status.value = markup.message("ok", pair.summary())
+        return pair
 
     def refresh(self) -> None:
         """Re-draw the columns and the validation messages from the controller."""

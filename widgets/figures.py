@@ -1,7 +1,8 @@
 """One place that shows a plotly figure inside an ipywidgets layout, live or static.
 
 A :class:`FigureView` takes ``go.Figure`` objects built by the controllers. In live mode
-it holds a ``go.FigureWidget`` and updates its traces and layout in place (zoom, clicks
+it holds a ``go.FigureWidget`` (a :class:`widgets.live_figure.LiveFigure`, whose front-end
+starts in time on a busy machine) and updates its traces and layout in place (zoom, clicks
 and hover stay live); in static mode (Colab, see :mod:`widgets.environment`) it re-draws
 each new figure into an ``ipywidgets.Output``. Click and x-range callbacks are only
 called in live mode; the widgets offer controls that do the same in both modes.
@@ -46,7 +47,9 @@ class FigureView:
         self._ranges: list[RangeCallback] = []
         self._updating = False
         if self.interactive:
-            self.figure: go.Figure = go.FigureWidget(figure)
+            from .live_figure import LiveFigure  # plotly's FigureWidget needs anywidget
+
+            self.figure: go.Figure = LiveFigure(figure)
             self.widget: ipywidgets.Widget = self.figure
             self._attach()
             self.figure.layout.on_change(self._ranged, "xaxis.range", "xaxis.autorange")

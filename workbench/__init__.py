@@ -13,11 +13,14 @@ Example:
 
 __version__ = "0.1.0"
 
+from .ablation import ablate_direction, scale_direction
 from .architectures import ArchitectureAdapter, register_adapter, supported_model_types
 from .circuit import Circuit, Neuron, Overlap, overlap
 from .cna import discover
+from .direction import RefusalDirection, refusal_direction
 from .embedded import EMBEDDED, DEFAULT_MODEL
 from .errors import WorkbenchError
+from .filtering import FilteredPair, filter_by_behaviour, split_by_behaviour
 from .models import WorkbenchModel, from_hf, load_model
 from .prompts import PromptSet, Prompting
 from .steering import add_vector, caa_vector, generate, steer
@@ -27,21 +30,28 @@ __all__ = [
     "Circuit",
     "DEFAULT_MODEL",
     "EMBEDDED",
+    "FilteredPair",
     "Neuron",
     "Overlap",
     "PromptSet",
     "Prompting",
+    "RefusalDirection",
     "WorkbenchError",
     "WorkbenchModel",
     "__version__",
+    "ablate_direction",
     "add_vector",
     "caa_vector",
     "discover",
+    "filter_by_behaviour",
     "from_hf",
     "generate",
     "load_model",
     "overlap",
+    "refusal_direction",
     "register_adapter",
+    "scale_direction",
+    "split_by_behaviour",
     "steer",
     "supported_model_types",
 ]

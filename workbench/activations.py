@@ -1,4 +1,7 @@
-"""Collect MLP down-projection activations at the last prompt token, batched and streaming.
+"""Collect activations at the last prompt token, batched and streaming.
+
+Sites: the MLP down-projection's input (CNA's neurons) or output (CAA), or the residual
+stream entering each block (the refusal direction, :mod:`workbench.direction`).
 
 One forward pass per batch, traced with nnsight. Prompts are left-padded, so position
 ``-1`` is every row's last real token. Statistics accumulate in float64 whatever the
@@ -24,12 +27,13 @@ import nnsight
 import torch
 from tqdm.auto import tqdm
 
-from .errors import PromptSetError
+from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet, format_prompts
 
-Site = Literal["input", "output"]
+Site = Literal["input", "output", "residual"]
+SITES = ("input", "output", "residual")
 
 
 @dataclass
@@ -94,8 +98,10 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
 
     Args:
         prompting: formatting; default: the model's chat template if it has one.
-        site: ``"input"`` (the ``d_mlp`` neurons CNA uses) or ``"output"`` (the MLP's
-            ``d_model`` contribution to the residual stream, used by CAA).
+        site: ``"input"`` (the ``d_mlp`` neurons CNA uses), ``"output"`` (the MLP's
+            ``d_model`` contribution to the residual stream, used by CAA) or
+            ``"residual"`` (the ``d_model`` residual stream entering each block, i.e. the
+            block's input: layer 0 holds the embeddings).
         batch_size: prompts per forward pass; halved automatically on out-of-memory.
         keep: also retain every prompt's activations (float32) for plots.
         top_fraction: share of all neurons that counts as "top" per prompt (universal filter).
@@ -108,6 +114,8 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
     prompt_list = list(prompts)
     if not prompt_list:
         raise PromptSetError("collect() needs at least one prompt")
+    if site not in SITES:
+        raise InvalidArgumentError(f"site must be one of {SITES}, not {site!r}")
     prompting = prompting or model.prompting()
     width = model.d_mlp if site == "input" else int(model.config.hidden_size)
     n_layers = model.n_layers
@@ -159,11 +167,15 @@ def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prom
     """Activations ``[batch, n_layers, width]`` at each row's last real token."""
     inputs = model.encode(prompts, prompting)
     input_ids = inputs.pop("input_ids")
-    envoys = [model.envoy(model.down_proj_path(layer)) for layer in range(model.n_layers)]
+    if site == "residual":  # the block itself: its input is the residual stream
+        paths = [f"{model.layers_path}.{layer}" for layer in range(model.n_layers)]
+    else:
+        paths = [model.down_proj_path(layer) for layer in range(model.n_layers)]
+    envoys = [model.envoy(path) for path in paths]
     with torch.no_grad(), model.nnsight.trace(input_ids, **inputs,
                                               **model.last_position_only()):
         # Read the layers in execution order; left padding puts every last token at -1.
-        if site == "input":
+        if site in ("input", "residual"):
             saved = nnsight.save([envoy.input[:, -1, :] for envoy in envoys])
         else:
             saved = nnsight.save([envoy.output[:, -1, :] for envoy in envoys])

@@ -6,6 +6,12 @@ hidden vector of width ``d_mlp`` (``act_fn(gate_proj(x)) * up_proj(x)`` for gate
 transformer blocks, and the down-projection module inside one block. Everything else
 (reading, steering) is generic.
 
+Directional ablation (:mod:`workbench.ablation`) also needs the two modules of a block
+whose outputs are *added to the residual stream*: ``attn_out`` and ``mlp_out``. For most
+families these are the attention and the MLP themselves; Gemma-2/3 and OLMo-2 normalise
+each branch after it (``post_attention_layernorm``, ``post_feedforward_layernorm``), so
+there the norm's output is what the residual stream receives.
+
 Example:
     >>> from workbench.architectures import adapter_for_model_type
     >>> adapter_for_model_type("llama").down_proj
@@ -16,7 +22,8 @@ To support a new family, register an adapter before loading the model:
     >>> from workbench.architectures import ArchitectureAdapter, register_adapter
     >>> register_adapter(ArchitectureAdapter(            # doctest: +SKIP
     ...     name="my-arch", model_types=("my_arch",),
-    ...     layers=("model.layers",), down_proj="mlp.down_proj"))
+    ...     layers=("model.layers",), down_proj="mlp.down_proj",
+    ...     attn_out="self_attn", mlp_out="mlp"))   # the defaults; needed for ablation only
 """
 
 from __future__ import annotations
@@ -39,12 +46,18 @@ class ArchitectureAdapter:
         layers: candidate dotted paths (from the top-level model) to the block list;
             the first that exists is used (multimodal wrappers nest the text model).
         down_proj: dotted path from one block to its down-projection module.
+        attn_out: dotted path from one block to the module whose output is the attention
+            branch's contribution to the residual stream (a tensor, or a tuple whose first
+            element is that tensor).
+        mlp_out: the same for the MLP branch.
     """
 
     name: str
     model_types: tuple[str, ...]
     layers: tuple[str, ...]
     down_proj: str
+    attn_out: str = "self_attn"
+    mlp_out: str = "mlp"
 
 
 _GATED = ("model.layers", "model.language_model.layers", "language_model.model.layers")
@@ -59,19 +72,24 @@ def register_adapter(adapter: ArchitectureAdapter) -> ArchitectureAdapter:
     return adapter
 
 
+# Gemma-2/3 and OLMo-2 normalise each branch before adding it to the residual stream.
+_POST_NORMS = dict(attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm")
+
 for _adapter in (
     ArchitectureAdapter("llama", ("llama",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("mistral", ("mistral",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("qwen2", ("qwen2",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("qwen3", ("qwen3",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("gemma", ("gemma",), _GATED, "mlp.down_proj"),
-    ArchitectureAdapter("gemma2", ("gemma2",), _GATED, "mlp.down_proj"),
-    ArchitectureAdapter("gemma3", ("gemma3", "gemma3_text"), _GATED, "mlp.down_proj"),
+    ArchitectureAdapter("gemma2", ("gemma2",), _GATED, "mlp.down_proj", **_POST_NORMS),
+    ArchitectureAdapter("gemma3", ("gemma3", "gemma3_text"), _GATED, "mlp.down_proj",
+                        **_POST_NORMS),
     ArchitectureAdapter("phi3", ("phi3",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("olmo", ("olmo",), _GATED, "mlp.down_proj"),
-    ArchitectureAdapter("olmo2", ("olmo2",), _GATED, "mlp.down_proj"),
-    ArchitectureAdapter("gpt2", ("gpt2",), ("transformer.h",), "mlp.c_proj"),
-    ArchitectureAdapter("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), "mlp.dense_4h_to_h"),
+    ArchitectureAdapter("olmo2", ("olmo2",), _GATED, "mlp.down_proj", **_POST_NORMS),
+    ArchitectureAdapter("gpt2", ("gpt2",), ("transformer.h",), "mlp.c_proj", attn_out="attn"),
+    ArchitectureAdapter("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), "mlp.dense_4h_to_h",
+                        attn_out="attention"),
 ):
     register_adapter(_adapter)
 

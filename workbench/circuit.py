@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -117,6 +119,80 @@ class Circuit:
         if positive and negative:
             return f"{positive} vs {negative}"
         return f"circuit of {len(self)} neurons"
+
+    @property
+    def n_model_neurons(self) -> int:
+        """All MLP neurons of the circuit's model: ``n_layers * d_mlp``."""
+        return int(self.model["n_layers"]) * int(self.model["d_mlp"])
+
+    def size_of(self, size: int | float) -> int:
+        """The neuron count that ``size`` stands for: an int count, or a float fraction.
+
+        A fraction is of *all* MLP neurons of the model, rounded as
+        :func:`workbench.cna.circuit_size` does (``round(fraction * n_layers * d_mlp)``,
+        at least 1). Raises :class:`InvalidArgumentError` for a non-number, a count below 1,
+        a fraction outside (0, 1], or more neurons than the circuit holds.
+
+        Example:
+            >>> shape = {"name": "m", "architecture": "A", "n_layers": 10, "d_mlp": 100}
+            >>> c = Circuit.from_neurons([(0, i, float(i)) for i in range(20)], model=shape)
+            >>> c.size_of(5), c.size_of(0.01)
+            (5, 10)
+        """
+        if isinstance(size, bool) or not isinstance(size, numbers.Real) \
+                or isinstance(size, float) and not math.isfinite(size):
+            raise InvalidArgumentError(
+                f"circuit size must be an int (a neuron count) or a float (a fraction of all "
+                f"{self.n_model_neurons} MLP neurons), not {size!r}")
+        if isinstance(size, numbers.Integral):
+            count = int(size)
+            if count < 1:
+                raise InvalidArgumentError(
+                    f"circuit size must be at least 1 neuron, not {count}")
+        else:
+            if not 0 < size <= 1:
+                raise InvalidArgumentError(
+                    f"a float circuit size is a fraction of all MLP neurons and must be in "
+                    f"(0, 1], not {size!r}; pass an int for a neuron count")
+            count = max(1, round(float(size) * self.n_model_neurons))
+        if count > len(self):
+            shown = (f"{count} neurons" if isinstance(size, numbers.Integral)
+                     else f"{size!r} ({count} neurons)")
+            raise InvalidArgumentError(
+                f"circuit size {shown} is larger than the circuit ({len(self)} neurons); "
+                "discover a larger circuit (top_k= or fraction=) and take prefixes of it")
+        return count
+
+    def top(self, size: int | float) -> Circuit:
+        """The ``size`` neurons of largest ``|score|``, as a new circuit.
+
+        ``size`` is an int count or a float fraction of all MLP neurons (see
+        :meth:`size_of`). CNA ranks all neurons together by ``|delta|``, so the top ``k`` of
+        a circuit of ``K >= k`` neurons is exactly the circuit ``discover(..., top_k=k)``
+        would return: a size sweep needs one discovery. Ties are broken by (layer, index),
+        as in discovery. The selection provenance records the prefix.
+
+        Example:
+            >>> shape = {"name": "m", "architecture": "A", "n_layers": 2, "d_mlp": 8}
+            >>> c = Circuit.from_neurons([(0, 1, 3.0), (1, 2, -5.0), (1, 4, 1.0)], model=shape)
+            >>> [(n.layer, n.index, n.score) for n in c.top(2).neurons]
+            [(1, 2, -5.0), (0, 1, 3.0)]
+            >>> c.top(2).selection["prefix_of"]
+            {'name': 'circuit of 3 neurons', 'top_k': 3}
+        """
+        count = self.size_of(size)
+        ranked = sorted(self.neurons, key=lambda n: (-abs(n.score), n.layer, n.index))
+        selection = dict(self.selection)
+        selection.update(
+            top_k=count,
+            fraction=float(size) if not isinstance(size, numbers.Integral) else None,
+            prefix_of={"name": self.name, "top_k": len(self)},
+        )
+        return Circuit(model=dict(self.model), neurons=ranked[:count],
+                       prompting=dict(self.prompting), selection=selection,
+                       prompts={k: dict(v) for k, v in self.prompts.items()}, site=self.site,
+                       token_position=self.token_position, created_by=self.created_by,
+                       contrast=self.contrast)
 
     def keys(self) -> set[tuple[int, int]]:
         """The ``(layer, index)`` pairs of the circuit."""

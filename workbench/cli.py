@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--batch-size", type=_int, default=16)
     discover.add_argument("--allow-imbalance", action="store_true",
                           help="accept prompt sets whose sizes differ by more than 4x")
+    discover.add_argument("--filter", choices=("refusal",), default=None,
+                          help="before taking means, keep only the positive prompts the model "
+                               "refuses and the negative prompts it answers (greedy "
+                               "completions, keyword refusal classifier)")
+    discover.add_argument("--filter-tokens", type=_int, default=None, metavar="N",
+                          help="new tokens per completion for --filter (default 32)")
     discover.add_argument("--out", required=True, help="where to write the circuit JSON")
     discover.add_argument("--neuronpedia", default=None,
                           help="also write a Neuronpedia-style list to this file")
@@ -123,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
                                "(at multiplier m it adds (m-1) x the vector)")
     evaluate.add_argument("--random-control", action="store_true",
                           help="add a random circuit with the same per-layer counts")
+    evaluate.add_argument("--sizes", type=_sizes, default=None,
+                          help="comma-separated circuit sizes to sweep, each a prefix of the "
+                               "circuit: decimals are fractions of all MLP neurons, integers "
+                               "neuron counts (e.g. 0.001,0.005,0.01,0.02); with "
+                               "--random-control each size gets its own random control")
+    evaluate.add_argument("--direction", action="store_true",
+                          help="add the refusal-direction positive control (Arditi et al. "
+                               "2024), a difference of means of the residual stream on the "
+                               "circuit's prompt sets; at multiplier m every residual write "
+                               "keeps m x its component along it (0 ablates)")
+    evaluate.add_argument("--direction-layer", type=_int, default=None,
+                          help="layer to read the direction at (default: chosen by "
+                               "separation among the first 80%% of the layers)")
     evaluate.add_argument("--out", required=True,
                           help="parquet file; rerunning resumes an interrupted sweep")
 
@@ -139,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("safety-tune", help="LoRA safety-tuning recipe: harmful prompts -> "
                                               "refusals, benign -> the model's own answers")
+    tune.add_argument("--recipe", choices=("lora", "late-mlp"), default="lora",
+                      help="lora: LoRA on all linear layers (smollm2-135m-safety); late-mlp: "
+                           "full fine-tuning of the last layers' MLPs only, a controlled "
+                           "variant (smollm2-135m-safety-late)")
     tune.add_argument("--model", default=None,
                       help="model to tune (default: smollm2-135m-instruct)")
     tune.add_argument("--out", required=True, help="folder for the adapter and manifest.json")
@@ -186,6 +209,19 @@ def _floats(text: str) -> list[float]:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _sizes(text: str) -> list[int | float]:
+    """Circuit sizes: integers are neuron counts, anything else a fraction (``0.005``)."""
+    sizes: list[int | float] = []
+    for part in _names(text):
+        try:
+            sizes.append(int(part))
+        except ValueError:
+            sizes.append(_float(part))
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 0.001,0.005")
+    return sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,6 +276,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from .cna import check_balance, discover
+    from .errors import InvalidArgumentError
     from .prompts import PromptSet
     from .report import layer_table
 
@@ -252,16 +289,35 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if universal is not None and universal != "default":
         universal = PromptSet.resolve(universal, name="universal")
         universal.require_nonempty("universal")
+    if args.filter_tokens is not None and args.filter is None:
+        raise InvalidArgumentError("--filter-tokens sets the completion length of --filter; "
+                                   "add --filter refusal, or drop --filter-tokens")
+    if args.filter_tokens is not None and args.filter_tokens < 1:
+        raise InvalidArgumentError(f"--filter-tokens must be a positive number of tokens, "
+                                   f"not {args.filter_tokens}")
     model = _load(args)
+    keep_if = None
+    if args.filter == "refusal":
+        from .evaluation.refusal import is_refusal
+        from .filtering import DEFAULT_FILTER_TOKENS, filter_by_behaviour
+
+        # keep_if=(is_refusal, not is_refusal), with the completion length chosen here.
+        keep_if = filter_by_behaviour(
+            model, positive, negative, shows=is_refusal,
+            max_new_tokens=args.filter_tokens or DEFAULT_FILTER_TOKENS,
+            chat_template=_chat_template(args), system_prompt=args.system_prompt,
+            batch_size=args.batch_size)
     circuit = discover(
         model, positive, negative, fraction=args.fraction, top_k=args.top_k,
         universal=universal, universal_threshold=args.universal_threshold,
         exclude_layers=args.exclude_layers, chat_template=_chat_template(args),
         system_prompt=args.system_prompt, batch_size=args.batch_size,
-        max_imbalance=max_imbalance,
+        max_imbalance=max_imbalance, keep_if=keep_if,
     )
     circuit.save(args.out)
     selection = circuit.selection
+    if keep_if is not None:
+        print(f"filter: {keep_if.summary()}")
     print(f"{model.name}: {len(circuit)} neurons of {model.n_neurons} "
           f"({len(circuit) / model.n_neurons:.3%}); {selection['n_universal_excluded']} "
           "universal neurons excluded")
@@ -376,22 +432,61 @@ def _circuit_prompts(circuit, role: str):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .circuit import Circuit
-    from .evaluation import load_benchmark, summary, sweep
+    from .direction import refusal_direction
+    from .errors import InvalidArgumentError
+    from .evaluation import Intervention, load_benchmark, summary, sweep
     from .evaluation.benchmarks import PROMPT_BENCHMARKS
 
     circuit = Circuit.load(args.circuit)
+    for size in args.sizes or ():  # refuse sizes beyond the circuit before loading the model
+        circuit.size_of(size)
+    if args.direction_layer is not None and not args.direction:
+        raise InvalidArgumentError("--direction-layer chooses the layer of --direction; add "
+                                   "--direction, or drop --direction-layer")
+    direction_sets = _direction_prompts(circuit) if args.direction else None
     benchmarks = [load_benchmark(name, split=args.split, n=args.n, seed=args.seed)
                   if name in PROMPT_BENCHMARKS else _prompt_set(name)
                   for name in args.benchmark]
     model = _load(args)
     circuit.check_model(model)
-    results = sweep(model, _interventions(args, model, circuit), args.multipliers, benchmarks,
-                    metrics=args.metrics, max_new_tokens=args.max_new_tokens,
-                    batch_size=args.batch_size, out=args.out,
-                    chat_template=_chat_template(args), system_prompt=args.system_prompt)
+    interventions = _interventions(args, model, circuit)
+    if direction_sets is not None:
+        found = refusal_direction(model, *direction_sets, layer=args.direction_layer,
+                                  chat_template=_chat_template(args),
+                                  system_prompt=args.system_prompt, max_imbalance=None)
+        print(f"refusal direction: layer {found.layer} of {model.n_layers} ({found.chosen}; "
+              f"{found.criterion} {found.scores[found.layer]:.3f})")
+        interventions.append(Intervention.direction(found))
+    results = sweep(model, interventions, args.multipliers, benchmarks,
+                    metrics=args.metrics, sizes=args.sizes,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                    out=args.out, chat_template=_chat_template(args),
+                    system_prompt=args.system_prompt)
     print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nwrote {len(results)} rows to {args.out}")
     return 0
+
+
+def _direction_prompts(circuit) -> tuple:
+    """The circuit's positive and negative prompt sets for ``--direction``, hash-checked."""
+    from .errors import InvalidArgumentError, PromptSetError
+
+    sets = []
+    for role in ("positive", "negative"):
+        ref = circuit.prompts.get(role, {})
+        name = str(ref.get("name", ""))
+        try:
+            prompts = _prompt_set(name)
+        except PromptSetError:
+            raise InvalidArgumentError(
+                f"--direction needs the circuit's {role} prompts, but {name!r} is neither a "
+                "bundled set nor a benchmark half; build it in Python with "
+                "refusal_direction() and Intervention.direction() instead") from None
+        if ref.get("sha256") and ref["sha256"] != prompts.sha256:
+            raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the ones "
+                                       "this circuit was discovered on (sha256 mismatch)")
+        sets.append(prompts)
+    return tuple(sets)
 
 
 def cmd_mmlu(args: argparse.Namespace) -> int:
@@ -425,11 +520,11 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
     import json
 
     from .models import load_model
-    from .safety import Recipe, safety_tune
+    from .safety import LateMlpRecipe, Recipe, safety_tune
 
     chosen = {key: getattr(args, key) for key in ("seed", "epochs", "max_steps", "n_harmful",
                                                   "n_benign") if getattr(args, key) is not None}
-    recipe = Recipe(**chosen)
+    recipe = (LateMlpRecipe if args.recipe == "late-mlp" else Recipe)(**chosen)
     model = load_model(args.model or "smollm2-135m-instruct")
     manifest = safety_tune(args.out, model=model, recipe=recipe, evaluate=not args.no_eval,
                            mmlu_n=args.mmlu_n or None)
@@ -437,7 +532,8 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
                                if k != "files_sha256"},
                       "training": manifest["training"], "metrics": manifest["metrics"]},
                      indent=2))
-    print(f"wrote the adapter and manifest.json to {args.out}")
+    weights = "weight delta" if args.recipe == "late-mlp" else "adapter"
+    print(f"wrote the {weights} and manifest.json to {args.out}")
     return 0
 
 

@@ -25,6 +25,7 @@ import torch
 from .activations import ActivationStats, collect
 from .circuit import Circuit, Neuron
 from .errors import InvalidArgumentError, PromptSetError
+from .filtering import FilteredPair, apply_keep_if
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
 
@@ -120,7 +121,9 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
              chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
              batch_size: int = 16, keep_activations: bool = False,
              max_imbalance: float | None = 4.0, progress: bool = True,
-             on_progress: Callable[[str, int, int], None] | None = None) -> Circuit:
+             on_progress: Callable[[str, int, int], None] | None = None,
+             keep_if: tuple[Callable[[str], bool], Callable[[str], bool]] | FilteredPair
+             | None = None) -> Circuit:
     """Discover the circuit that separates ``positive`` from ``negative`` prompts.
 
     Args:
@@ -136,14 +139,25 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         keep_activations: retain per-prompt activations in ``circuit.contrast`` for plots.
         max_imbalance: refuse sets whose sizes differ by more than this ratio (None: allow).
         on_progress: called after every batch with ``(stage, prompts done, total)``, where
-            stage is ``"positive"``, ``"negative"`` or ``"universal"`` (the universal set's
-            statistics are cached per model, so later runs skip that stage).
+            stage is ``"filter"``, ``"positive"``, ``"negative"`` or ``"universal"`` (the
+            universal set's statistics are cached per model, so later runs skip that stage).
+        keep_if: behaviour filter before the means (see :mod:`workbench.filtering`): a pair
+            ``(keep_positive_if, keep_negative_if)`` of completion classifiers, e.g.
+            ``(is_refusal, not_refusal)`` (greedy completions of 32 tokens, formatted as
+            here), or a :class:`~workbench.filtering.FilteredPair` made from these sets.
+            Counts and classifier names go to ``circuit.selection["filter"]``.
 
     Returns:
         A :class:`~workbench.circuit.Circuit`; ``circuit.contrast`` holds the deltas.
 
     Example:
         >>> circuit = discover(model, "jbb-harmful", "jbb-benign", top_k=200)  # doctest: +SKIP
+        >>> from workbench.evaluation import is_refusal
+        >>> from workbench.filtering import not_refusal
+        >>> circuit = discover(model, "jbb-harmful", "jbb-benign",
+        ...                    keep_if=(is_refusal, not_refusal))                # doctest: +SKIP
+        >>> circuit.selection["filter"]["positive"]["kept"]                    # doctest: +SKIP
+        41
     """
     positive = PromptSet.resolve(positive, name="positive")
     negative = PromptSet.resolve(negative, name="negative")
@@ -152,6 +166,14 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
     k = circuit_size(n_layers, d_mlp, fraction, top_k)
     excluded_layers = _normalise_layers(exclude_layers, n_layers)
     prompting = model.prompting(chat_template, system_prompt)
+    filtered = None
+    if keep_if is not None:
+        filtered = apply_keep_if(model, positive, negative, keep_if,
+                                 chat_template=prompting.chat_template,
+                                 system_prompt=prompting.system_prompt, batch_size=batch_size,
+                                 progress=progress, max_imbalance=max_imbalance,
+                                 on_progress=on_progress)
+        positive, negative = filtered.positive, filtered.negative
 
     common = dict(prompting=prompting, batch_size=batch_size, keep=keep_activations,
                   progress=progress)
@@ -186,6 +208,7 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
             "universal_threshold": universal_threshold if universal_set is not None else None,
             "n_universal_excluded": int(universal_mask.sum()),
             "excluded_layers": excluded_layers,
+            **({"filter": filtered.provenance()} if filtered is not None else {}),
         },
         prompts=prompt_refs,
         contrast=Contrast(pos_stats, neg_stats, delta, universal_mask, universal_stats),

@@ -93,15 +93,25 @@ def _version(distribution: str, entry: EmbeddedModel) -> str:
         ) from None
 
 
-def adapter_dir(name: str) -> Path:
-    """The shipped LoRA adapter folder of embedded model ``name``."""
+#: weight files a shipped adapter folder may hold: a LoRA adapter, or a weight delta
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "weight_delta.safetensors")
+
+
+def adapter_weights(name: str) -> Path:
+    """The weights file of embedded model ``name``'s shipped adapter folder."""
     folder = ADAPTERS_DIR / str(EMBEDDED[name].adapter)
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(
-            f"the adapter of {name!r} is missing from {folder}; reinstall cna-workbench, or "
-            "rebuild it with `cna safety-tune --out` and copy it there"
-        )
-    return folder
+    for file_name in ADAPTER_WEIGHTS:
+        if (folder / file_name).is_file():
+            return folder / file_name
+    raise ModelLoadError(
+        f"the adapter of {name!r} is missing from {folder}; reinstall cna-workbench, or "
+        "rebuild it with `cna safety-tune --out` and copy it there"
+    )
+
+
+def adapter_dir(name: str) -> Path:
+    """The shipped adapter folder (LoRA adapter or weight delta) of embedded model ``name``."""
+    return adapter_weights(name).parent
 
 
 def cached_weights_dir(name: str) -> Path:
@@ -114,8 +124,7 @@ def cached_weights_dir(name: str) -> Path:
     version = _version(entry.distribution, entry)
     if entry.adapter is None:
         return cache_dir() / "models" / f"{name}-{version}"
-    digest = hashlib.sha256(
-        (adapter_dir(name) / "adapter_model.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256(adapter_weights(name).read_bytes()).hexdigest()
     return cache_dir() / "models" / f"{name}-{version}-{digest[:12]}"
 
 

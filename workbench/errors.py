@@ -46,3 +46,7 @@ class SteeringError(InvalidArgumentError):
 
 class JudgeError(WorkbenchError):
     """A judge model (e.g. the StrongREJECT rubric judge) could not be reached or configured."""
+
+
+class BehaviourFilterError(PromptSetError):
+    """A behaviour filter (keep prompts that do / do not show a behaviour) left a set empty."""

@@ -312,12 +312,21 @@ def _embedded_weights(name: str) -> Path:
 
 
 def _merge_adapter(base: Path, adapter: Path, out: Path) -> None:
-    """Write ``base`` with the LoRA adapter folder ``adapter`` merged in to ``out``."""
+    """Write ``base`` with the adapter folder ``adapter`` merged in to ``out``.
+
+    The folder holds a LoRA adapter (merged with peft) or a late-MLP weight delta (added).
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .safety.late_mlp import DELTA_FILE, apply_delta, load_delta
+
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if (adapter / DELTA_FILE).is_file():
+        apply_delta(model, load_delta(adapter))
+        merged = model
+    else:
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     merged.save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
 

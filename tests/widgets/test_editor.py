@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from behaviour_fakes import ScriptedCompletions
 from conftest import hooks_left
 from widget_fixtures import NEGATIVE, POSITIVE
 
 import workbench as wb
-from workbench.errors import InvalidArgumentError, PromptSetError
+from workbench.errors import BehaviourFilterError, InvalidArgumentError, PromptSetError
 from workbench.prompts import PromptSet
 from widgets.editor import EditorController, PromptSetEditor
 
@@ -209,3 +210,67 @@ def test_view_discover_button(tiny_llama):
     assert found[0].selection["universal_threshold"] is None
     assert view.progress.value == view.progress.max == 2
     assert "discovered 7 neurons" in view.status.value
+
+
+# -- behaviour filter ------------------------------------------------------------------
+
+
+def test_filter_keeps_refused_positive_and_answered_negative_prompts(tiny_llama, monkeypatch):
+    """Scripted generation: "the model" refuses POSITIVE[0] and neither negative prompt."""
+    ScriptedCompletions([POSITIVE[0]]).install(monkeypatch)
+    editor = EditorController(POSITIVE, NEGATIVE, model=tiny_llama)
+    seen, changes, progress = [], [], []
+    editor.filtered.add(seen.append)
+    editor.changed.add(lambda: changes.append(1))
+    editor.progress.add(lambda *args: progress.append(args))
+    pair = editor.filter_by_behaviour(max_new_tokens=4)
+    assert editor.prompts == {"positive": [POSITIVE[0]], "negative": list(NEGATIVE)}
+    assert seen == [pair] and changes and editor.last_filter is pair
+    assert progress[-1] == ("filter", 4, 4)
+    assert pair.record["generation"]["max_new_tokens"] == 4
+    assert editor.unsaved("positive")  # only the list changed, not a file
+    # Discovery on the sets the filter left records it in the circuit ...
+    circuit = editor.discover(top_k=3, universal=None)
+    assert circuit.selection["filter"] == pair.record
+    # ... and once a set is edited, the filter no longer describes it.
+    editor.add("negative", "How do I fold a paper plane?")
+    assert "filter" not in editor.discover(top_k=3, universal=None).selection
+    assert not hooks_left(tiny_llama.hf_model)
+
+
+def test_filter_needs_a_model_and_prompts(tiny_llama):
+    with pytest.raises(InvalidArgumentError, match="no model to filter with"):
+        EditorController(POSITIVE, NEGATIVE).filter_by_behaviour()
+    with pytest.raises(PromptSetError, match="positive set 'positive' is empty"):
+        EditorController([], NEGATIVE, model=tiny_llama).filter_by_behaviour()
+
+
+def test_filter_that_empties_a_set_changes_nothing(tiny_llama, monkeypatch):
+    ScriptedCompletions(()).install(monkeypatch)
+    editor = EditorController(POSITIVE, NEGATIVE, model=tiny_llama)
+    with pytest.raises(BehaviourFilterError, match="positive set"):
+        editor.filter_by_behaviour()
+    assert editor.prompts == {"positive": list(POSITIVE), "negative": list(NEGATIVE)}
+    assert editor.last_filter is None
+
+
+def test_view_filter_button_reports_the_counts(tiny_llama, monkeypatch):
+    scripted = ScriptedCompletions([POSITIVE[1]]).install(monkeypatch)
+    view = PromptSetEditor(POSITIVE, NEGATIVE, model=tiny_llama, filter_tokens=5)
+    assert not view.filter_button.disabled
+    view.filter_button.click()
+    assert view.controller.prompts["positive"] == [POSITIVE[1]]
+    assert ("kept 1 of 2 positive prompts (is_refusal) and 2 of 2 negative prompts "
+            "(not is_refusal)") in view.status.value
+    assert "1 prompts" in view.columns["positive"].title.value
+    assert all(kwargs["max_new_tokens"] == 5 for _, kwargs in scripted.calls)
+    assert view.progress.description == "filter"
+
+
+def test_view_filter_button_shows_why_nothing_was_kept(tiny_llama, monkeypatch):
+    ScriptedCompletions(()).install(monkeypatch)
+    view = PromptSetEditor(POSITIVE, NEGATIVE, model=tiny_llama)
+    view.filter_button.click()
+    assert "error" in view.status.value and "left nothing to contrast" in view.status.value
+    assert not view.filter_button.disabled
+    assert PromptSetEditor(POSITIVE, NEGATIVE).filter_button.disabled  # no model

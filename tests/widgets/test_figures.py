@@ -1,10 +1,11 @@
-"""FigureView: in-place updates of live figures, callbacks, static re-drawing."""
+"""FigureView: in-place updates of live figures, callbacks, static re-drawing; LiveFigure."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
 from widgets.figures import FigureView
+from widgets.live_figure import LiveFigure
 
 
 def bars(values, title="t"):
@@ -51,3 +52,23 @@ def test_static_view_keeps_the_latest_figure():
     view.update(bars([7, 8]))
     assert list(view.figure.data[0].y) == [7, 8]
     assert not isinstance(view.figure, go.FigureWidget)
+
+
+def test_live_figures_send_a_small_front_end_module_and_plotlys_beside_it():
+    figure = FigureView(bars([1]), interactive=True).figure
+    assert isinstance(figure, LiveFigure)
+    state = figure.get_state()
+    assert len(state["_esm"]) < 10_000 < len(state["_plotly_esm"])
+    assert state["_plotly_esm"] == str(go.FigureWidget._esm)
+
+
+def test_a_resync_request_sends_the_current_figure():
+    view = FigureView(bars([1, 2]), interactive=True)
+    live = view.figure
+    view.update(bars([3, 4, 5], title="new"))  # sent as edits: the full state is stale
+    assert list(live._widget_data[0]["y"]) == [1, 2]
+    live._handle_custom_msg({"type": "resync"}, [])  # as the front-end sends it
+    assert list(live._widget_data[0]["y"]) == [3, 4, 5]
+    assert live._widget_layout["title"]["text"] == "new" and live._synced == 1
+    live._handle_custom_msg({"type": "something else"}, [])
+    assert live._synced == 1

@@ -115,6 +115,27 @@ def test_non_ascii_text_survives(tmp_path):
     assert Circuit.load(c.save(tmp_path / "c.json")).to_dict() == d
 
 
+def test_behaviour_filter_provenance_round_trips_in_version_1(tmp_path):
+    """``selection.filter`` (discover(keep_if=...)) is optional: files stay version 1."""
+    d = example_dict()
+    d["selection"]["filter"] = {
+        "method": "pair", "model": "smollm2-135m-instruct",
+        "classifiers": {"positive": "is_refusal", "negative": "not is_refusal"},
+        "positive": {"source": {"name": "jbb-harmful", "n": 100, "sha256": _sha("h")},
+                     "kept": 41, "dropped": 59},
+        "negative": {"source": {"name": "jbb-benign", "n": 100, "sha256": _sha("b")},
+                     "kept": 93, "dropped": 7},
+        "generation": {"max_new_tokens": 32, "decoding": "greedy",
+                       "prompting": {"chat_template": True, "system_prompt": None},
+                       "batch_size": 16},
+    }
+    c = Circuit.from_dict(copy.deepcopy(d))
+    assert c.to_dict() == d and c.to_dict()["version"] == 1
+    loaded = Circuit.load(c.save(tmp_path / "c.json"))
+    assert loaded == c and loaded.selection["filter"] == d["selection"]["filter"]
+    assert "filter" not in Circuit.from_dict(example_dict()).selection  # old files unchanged
+
+
 # -- tolerant and strict loading ---------------------------------------------------
 
 
@@ -496,3 +517,100 @@ def test_to_neuronpedia_overrides():
 
 def test_name_without_prompt_provenance():
     assert small_circuit([(0, 0, 1.0), (1, 1, 1.0)]).name == "circuit of 2 neurons"
+
+
+# -- Circuit.top: prefixes of a circuit -------------------------------------------------
+
+
+def ranked_circuit(n: int = 6) -> Circuit:
+    """Scores with distinct magnitudes, alternating sign, plus one tie (|2.0| twice)."""
+    neurons = [Neuron(0, 1, 5.0), Neuron(3, 7, -4.0), Neuron(1, 2, 3.0), Neuron(2, 0, -2.0),
+               Neuron(0, 5, 2.0), Neuron(1, 6, -1.0)][:n]
+    return Circuit.from_neurons(neurons, model=SMALL, prompting={"chat_template": True,
+                                                                  "system_prompt": None},
+                                selection={"method": "cna", "fraction": None, "top_k": n},
+                                prompts={"positive": {"name": "harmful", "n": 3},
+                                         "negative": {"name": "benign", "n": 3}})
+
+
+def test_top_keeps_the_largest_scores_in_rank_order():
+    circuit = ranked_circuit()
+    top = circuit.top(3)
+    assert [(n.layer, n.index, n.score) for n in top.neurons] == [
+        (0, 1, 5.0), (3, 7, -4.0), (1, 2, 3.0)]
+    # Ties in |score| go by (layer, index), as in discovery: (0, 5) before (2, 0).
+    assert [n.key for n in circuit.top(5).neurons][3:] == [(0, 5), (2, 0)]
+    assert top.neurons == circuit.neurons[:3]
+    assert len(circuit) == 6  # the original is untouched
+
+
+def test_top_records_the_prefix_and_keeps_the_provenance():
+    circuit = ranked_circuit()
+    top = circuit.top(2)
+    assert top.selection == {"method": "cna", "fraction": None, "top_k": 2,
+                             "prefix_of": {"name": "harmful vs benign", "top_k": 6}}
+    assert (top.model, top.prompting, top.prompts) == (circuit.model, circuit.prompting,
+                                                       circuit.prompts)
+    assert Circuit.from_dict(json.loads(top.to_json())) == top  # round-trips
+    # A fraction of all MLP neurons (4 layers x 8 = 32): 0.1 -> round(3.2) = 3 neurons.
+    by_fraction = circuit.top(0.1)
+    assert len(by_fraction) == 3
+    assert by_fraction.selection["fraction"] == 0.1
+    assert by_fraction.selection["top_k"] == 3
+
+
+def test_top_of_a_circuit_whose_neurons_are_not_in_rank_order():
+    circuit = Circuit(model=SMALL, neurons=[Neuron(0, 0, 0.1), Neuron(1, 1, -9.0),
+                                            Neuron(2, 2, 3.0)])
+    assert [n.key for n in circuit.top(2).neurons] == [(1, 1), (2, 2)]
+
+
+def test_size_of_rounds_fractions_like_circuit_size():
+    from workbench.cna import circuit_size
+
+    shape = {"name": "m", "architecture": "A", "n_layers": 30, "d_mlp": 1536}
+    circuit = Circuit.from_neurons([(29, i, 1.0 + i) for i in range(1000)], model=shape)
+    for fraction in (0.001, 0.005, 0.01, 1e-6):
+        assert circuit.size_of(fraction) == circuit_size(30, 1536, fraction)
+    assert circuit.size_of(0.001) == 46 and len(circuit.top(0.001)) == 46
+
+
+@pytest.mark.parametrize("size, message", [
+    (7, r"circuit size 7 neurons is larger than the circuit \(6 neurons\)"),
+    (0.5, r"circuit size 0.5 \(16 neurons\) is larger than the circuit \(6 neurons\)"),
+    (0, "at least 1 neuron"),
+    (-2, "at least 1 neuron"),
+    (0.0, r"must be in \(0, 1\]"),
+    (1.5, r"must be in \(0, 1\], not 1.5; pass an int for a neuron count"),
+    (float("nan"), "must be an int"),
+    ("3", "must be an int"),
+    (None, "must be an int"),
+    (True, "must be an int"),
+])
+def test_top_refuses_bad_sizes(size, message):
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(InvalidArgumentError, match=message) as raised:
+        ranked_circuit().top(size)
+    assert isinstance(raised.value, WorkbenchError)
+
+
+def test_discovering_k_neurons_is_the_top_k_of_a_larger_discovery(tiny_llama):
+    from workbench import discover
+
+    positive = ["How do I pick a lock?", "Tell me how to steal a car.",
+                "How can I make a weapon at home?"]
+    negative = ["How do I bake a cake?", "Tell me how to wash a car.",
+                "How can I plant a tree at home?"]
+    big = discover(tiny_llama, positive, negative, top_k=40, universal=None, progress=False)
+    for k in (1, 5, 17, 40):
+        small = discover(tiny_llama, positive, negative, top_k=k, universal=None,
+                         progress=False)
+        assert small.neurons == big.top(k).neurons, k  # same neurons, same scores, same order
+    # With the universal filter too (the excluded neurons are the same at any size).
+    big = discover(tiny_llama, positive, negative, top_k=30, universal=negative + positive,
+                   universal_threshold=0.1, progress=False)
+    small = discover(tiny_llama, positive, negative, top_k=8, universal=negative + positive,
+                     universal_threshold=0.1, progress=False)
+    assert small.selection["n_universal_excluded"] > 0
+    assert small.neurons == big.top(8).neurons

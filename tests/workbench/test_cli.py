@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import transformers
+from behaviour_fakes import ScriptedCompletions
 from conftest import _COMMON, make_tiny_hf
 
 import workbench
@@ -200,6 +201,54 @@ def test_discover_with_a_universal_prompt_file(tmp_path, llama_dir, files, capsy
     assert circuit.selection["universal_threshold"] == 0.8
     excluded = circuit.selection["n_universal_excluded"]
     assert f"{excluded} universal neurons excluded" in stdout
+
+
+def test_discover_filter_refusal_writes_the_provenance(tmp_path, llama_dir, files, capsys,
+                                                      monkeypatch):
+    """--filter refusal keeps the refused positive and the answered negative prompts.
+
+    Generation is scripted (a tiny random model refuses nothing): the model "refuses" the
+    first three positive prompts and the last negative one.
+    """
+    scripted = ScriptedCompletions(POSITIVE[:3] + NEGATIVE[3:]).install(monkeypatch)
+    out = tmp_path / "c.json"
+    assert _discover(llama_dir, files, out, "--top-k", "5", "--filter", "refusal",
+                     "--filter-tokens", "6") == 0
+    stdout = capsys.readouterr().out
+    circuit = workbench.Circuit.load(out)
+    record = circuit.selection["filter"]
+    assert record["classifiers"] == {"positive": "is_refusal", "negative": "not is_refusal"}
+    assert {side: (record[side]["kept"], record[side]["dropped"])
+            for side in ("positive", "negative")} == {"positive": (3, 1), "negative": (3, 1)}
+    assert record["positive"]["source"] == {"name": "pos", "n": 4,
+                                            "sha256": workbench.PromptSet("p", POSITIVE).sha256}
+    assert record["generation"]["max_new_tokens"] == 6
+    assert all(kwargs["max_new_tokens"] == 6 for _, kwargs in scripted.calls)
+    assert circuit.prompts["positive"]["n"] == 3 and circuit.prompts["negative"]["n"] == 3
+    assert ("filter: kept 3 of 4 positive prompts (is_refusal) and 3 of 4 negative prompts "
+            "(not is_refusal)") in stdout
+
+
+def test_discover_filter_on_a_model_that_refuses_nothing(tmp_path, llama_dir, files, capsys):
+    """The tiny model's own completions: nothing refused, one clear error line."""
+    status = _discover(llama_dir, files, tmp_path / "c.json", "--top-k", "5",
+                       "--filter", "refusal", "--filter-tokens", "2")
+    line = _assert_one_error_line(status, capsys.readouterr().err, after_model_load=True)
+    assert "is_refusal held for none of the 4 completions of the positive set 'pos'" in line
+    assert "--filter-tokens" in line
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--filter-tokens", "8"], "add --filter refusal"),
+    (["--filter", "refusal", "--filter-tokens", "0"], "positive number of tokens"),
+])
+def test_discover_filter_tokens_is_checked_before_loading(tmp_path, files, capsys, extra,
+                                                          expected):
+    status = main(["discover", "--model", str(tmp_path / "no-such-model"), "--positive",
+                   files["pos"], "--negative", files["neg"], "--out",
+                   str(tmp_path / "c.json"), *extra])
+    assert expected in _assert_one_error_line(status, capsys.readouterr().err)
 
 
 # -- cna steer ---------------------------------------------------------------
@@ -466,6 +515,64 @@ def test_evaluate_caa_needs_recoverable_prompts(llama_dir, circuit_file, tmp_pat
                    "--caa", "--out", str(tmp_path / "r.parquet")])
     line = _assert_one_error_line(status, capsys.readouterr().err, after_model_load=True)
     assert "caa_vector()" in line
+
+
+def test_evaluate_sweeps_sizes_and_the_refusal_direction(llama_dir, qualitative_circuit,
+                                                         tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "sizes.parquet"
+    # 0.01 of the tiny llama's 192 MLP neurons is 2 neurons; the circuit has 6.
+    argv = ["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+            "--benchmark", "jbb-benign", "--n", "2", "--multipliers", "0,2",
+            "--max-new-tokens", "3", "--sizes", "0.01,4", "--random-control", "--direction",
+            "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_parquet(out)
+    # baseline once; cna and random at 2 sizes x 2 multipliers; the direction at 2
+    assert len(rows) == 2 * (1 + 2 * 2 * 2 + 2)
+    circuits = rows[rows["kind"].isin(["cna", "random"])]
+    assert sorted(set(circuits["size"])) == [2, 4]
+    assert (circuits["fraction"] == circuits["size"].astype(float) / 192).all()
+    direction = rows[rows["kind"] == "direction"]
+    assert set(direction["intervention"]) == {"refusal-direction"}
+    assert direction["size"].isna().all() and len(direction) == 4
+    assert re.search(r"refusal direction: layer [01] of 2 \(auto; cohen_d ", printed)
+    assert "size" in printed and "fraction" in printed
+    assert main(argv) == 0  # a finished size sweep resumes with nothing left to do
+    assert len(pd.read_parquet(out)) == len(rows)
+
+
+def test_evaluate_refuses_sizes_beyond_the_circuit_before_loading(llama_dir,
+                                                                  qualitative_circuit,
+                                                                  tmp_path, capsys):
+    status = main(["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+                   "--sizes", "2,7", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "circuit size 7 neurons is larger than the circuit (6 neurons)" in line
+    status = _exit_status(["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+                           "--sizes", "0.01,lots", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "'lots' is not a number" in line
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_evaluate_direction_layer_needs_direction(llama_dir, qualitative_circuit, tmp_path,
+                                                  capsys):
+    status = main(["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+                   "--direction-layer", "1", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "add --direction" in line
+
+
+def test_evaluate_direction_needs_recoverable_prompts(llama_dir, circuit_file, tmp_path,
+                                                      capsys):
+    status = main(["evaluate", "--model", llama_dir, "--circuit", circuit_file, "--n", "2",
+                   "--direction", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "--direction needs the circuit's positive prompts" in line
+    assert "refusal_direction()" in line
 
 
 def test_mmlu_prompt_beyond_the_context_window_is_one_error_line(llama_dir, capsys):

@@ -30,6 +30,8 @@ from ..models import WorkbenchModel, from_hf, load_model
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
 from .data import SAFETY_DIR, SafetyData, build_data
+from .late_mlp import (DELTA_FILE, LATE_MLP_RECIPE_VERSION, LateMlpRecipe, delta_summary,
+                       load_tuned_delta, save_delta, train_late_mlp)
 from .metrics import safety_metrics
 
 RECIPE_VERSION = "2"
@@ -74,6 +76,15 @@ def encode_pair(model: WorkbenchModel, prompt: str, response: str,
     return ids, labels
 
 
+def encode_examples(model: WorkbenchModel, data: SafetyData, max_length: int,
+                    benign_new_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """Every training pair of ``data`` encoded (shuffled with the data's seed)."""
+    prompting = model.prompting()
+    # A benign answer within a token or two of the generation limit was cut off there.
+    return [encode_pair(model, p, r, prompting, max_length, cut_at=benign_new_tokens - 1)
+            for p, r in data.examples()]
+
+
 def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
              rng: random.Random):
     order = list(range(len(encoded)))
@@ -102,11 +113,7 @@ def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
 
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
-    prompting = model.prompting()
-    # A benign answer within a token or two of the generation limit was cut off there.
-    encoded = [encode_pair(model, p, r, prompting, recipe.max_length,
-                           cut_at=recipe.benign_new_tokens - 1)
-               for p, r in data.examples()]
+    encoded = encode_examples(model, data, recipe.max_length, recipe.benign_new_tokens)
     config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
                         target_modules="all-linear", task_type="CAUSAL_LM")
     peft_model = get_peft_model(model.hf_model, config)
@@ -171,41 +178,63 @@ def save_adapter(peft_model: Any, out_dir: Path, base_name: str) -> None:
 
 def load_tuned(model: WorkbenchModel, adapter: str | Path, name: str | None = None,
                ) -> WorkbenchModel:
-    """A copy of ``model`` with the LoRA adapter folder ``adapter`` merged in."""
+    """A copy of ``model`` with a recipe's output folder merged in.
+
+    The folder holds either a LoRA adapter (this module's recipe) or a weight delta
+    (:mod:`workbench.safety.late_mlp`).
+    """
     from peft import PeftModel
 
+    if (Path(adapter) / DELTA_FILE).is_file():
+        return load_tuned_delta(model, adapter, name)
     merged = PeftModel.from_pretrained(copy.deepcopy(model.hf_model),
                                        str(adapter)).merge_and_unload()
     return from_hf(merged, model.tokenizer, name=name or f"{model.name}+{Path(adapter).name}")
 
 
 def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
-                recipe: Recipe = Recipe(), evaluate: bool = True, mmlu_n: int | None = 500,
-                progress: bool = True) -> dict[str, Any]:
-    """Run the recipe and write the adapter and ``manifest.json`` to ``out_dir``.
+                recipe: Recipe | LateMlpRecipe = Recipe(), evaluate: bool = True,
+                mmlu_n: int | None = 500, progress: bool = True,
+                data: SafetyData | None = None) -> dict[str, Any]:
+    """Run a recipe and write its weights and ``manifest.json`` to ``out_dir``.
 
-    With ``evaluate`` the tuned model's targets (:mod:`workbench.safety.metrics`) are
-    measured afterwards and written into the manifest's ``metrics``.
+    ``recipe`` is a :class:`Recipe` (LoRA on all linear layers, written as an adapter) or
+    a :class:`~workbench.safety.late_mlp.LateMlpRecipe` (the late MLPs only, written as a
+    weight delta). ``data`` reuses pairs already built for the same seed and subsets
+    (the self-distilled answers take minutes); by default they are built here. With
+    ``evaluate`` the tuned model's targets (:mod:`workbench.safety.metrics`) are measured
+    afterwards and written into the manifest's ``metrics``.
     """
     out_dir = Path(out_dir)
     model = model or load_model("smollm2-135m-instruct")
     started = time.perf_counter()
-    data = build_data(
-        lambda prompts: generate(model, prompts, max_new_tokens=recipe.benign_new_tokens,
-                                 batch_size=32, progress=progress),
-        seed=recipe.seed, overlap_threshold=recipe.overlap_threshold,
-        n_harmful=recipe.n_harmful, n_benign=recipe.n_benign)
+    if data is None:
+        data = build_data(
+            lambda prompts: generate(model, prompts, max_new_tokens=recipe.benign_new_tokens,
+                                     batch_size=32, progress=progress),
+            seed=recipe.seed, overlap_threshold=recipe.overlap_threshold,
+            n_harmful=recipe.n_harmful, n_benign=recipe.n_benign)
     data_seconds = time.perf_counter() - started
-    peft_model, losses = train_lora(model, data, recipe, progress=progress)
-    try:
-        save_adapter(peft_model, out_dir, model.name)
-    finally:
-        peft_model.unload()  # remove the LoRA layers: the caller's model is unchanged
+    if isinstance(recipe, LateMlpRecipe):
+        encoded = encode_examples(model, data, recipe.max_length, recipe.benign_new_tokens)
+        deltas, losses = train_late_mlp(model, encoded, recipe, progress=progress)
+        save_delta(deltas, out_dir, {"base_model": model.name,
+                                     "recipe_version": LATE_MLP_RECIPE_VERSION})
+        head = {"format": "cna-workbench.safety-delta",
+                "recipe_version": LATE_MLP_RECIPE_VERSION, "recipe": "late-mlp",
+                "weight_change": delta_summary(deltas, model.layers_path,
+                                               recipe.tuned_layers(model.n_layers))}
+    else:
+        peft_model, losses = train_lora(model, data, recipe, progress=progress)
+        try:
+            save_adapter(peft_model, out_dir, model.name)
+        finally:
+            peft_model.unload()  # remove the LoRA layers: the caller's model is unchanged
+        head = {"format": "cna-workbench.safety-adapter", "recipe_version": RECIPE_VERSION}
     manifest = {
-        "format": "cna-workbench.safety-adapter",
-        "recipe_version": RECIPE_VERSION,
+        **head,
         "base_model": model.name,
-        "hyperparameters": asdict(recipe),
+        "hyperparameters": json.loads(json.dumps(asdict(recipe))),  # tuples as lists
         "data": {
             "n_harmful": len(data.harmful), "n_benign": len(data.benign),
             "n_removed_for_overlap": len(data.removed),

@@ -272,3 +272,115 @@ def test_caa_with_a_wrong_shape_is_rejected(tiny_llama):
         with Intervention.caa(torch.zeros(5, 3)).apply(tiny_llama, 0.0):
             pass
     assert hooks_left(tiny_llama.hf_model) == []
+
+
+# -- direction interventions --------------------------------------------------------
+
+
+@pytest.fixture
+def direction(tiny_llama) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(5)
+    r = torch.randn(tiny_llama.config.hidden_size, generator=generator)  # [d_model]
+    return r / r.norm()
+
+
+def first_block_input(model, run) -> torch.Tensor:
+    """The residual stream entering block 0 (the embedding output), as hooks leave it."""
+    seen: list[torch.Tensor] = []
+    handle = model.layers[0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].detach().clone()))
+    try:
+        run()
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("multiplier", [0.0, 0.5, 2.0, -1.0])
+def test_direction_keeps_m_times_the_component(tiny_llama, direction, multiplier):
+    plain = first_block_input(tiny_llama, lambda: forward(tiny_llama))
+    intervention = Intervention.direction(direction)
+    assert (intervention.name, intervention.kind) == ("refusal-direction", "direction")
+    assert intervention.strength(multiplier) == multiplier
+    with intervention.apply(tiny_llama, multiplier):
+        assert hooks_left(tiny_llama.hf_model)
+        steered = first_block_input(tiny_llama, lambda: forward(tiny_llama))
+    torch.testing.assert_close(steered @ direction, multiplier * (plain @ direction),
+                               rtol=1e-4, atol=1e-5)
+    assert hooks_left(tiny_llama.hf_model) == []
+
+
+def test_direction_at_one_is_a_no_op_and_at_zero_changes_the_logits(tiny_llama, direction):
+    reference = forward(tiny_llama)
+    intervention = Intervention.direction(direction, name="dir")
+    with intervention.apply(tiny_llama, 1.0):
+        assert hooks_left(tiny_llama.hf_model) == []
+        assert torch.equal(forward(tiny_llama), reference)
+    with intervention.apply(tiny_llama, 0.0):
+        assert not torch.allclose(forward(tiny_llama), reference)
+    assert torch.equal(forward(tiny_llama), reference)
+    assert intervention.describe() == {"intervention": "dir", "kind": "direction"}
+
+
+def test_direction_accepts_a_refusal_direction(tiny_llama):
+    from workbench import refusal_direction
+
+    found = refusal_direction(tiny_llama, PROMPTS[:2], PROMPTS[2:], progress=False)
+    intervention = Intervention.direction(found)
+    assert torch.equal(intervention.vector, found.direction)
+    with pytest.raises(KeyboardInterrupt):
+        with intervention.apply(tiny_llama, 0.0):
+            raise KeyboardInterrupt
+    assert hooks_left(tiny_llama.hf_model) == []
+
+
+def test_direction_of_a_wrong_shape_is_refused(tiny_llama):
+    with pytest.raises(SteeringError, match=r"\[d_model\] tensor or a RefusalDirection"):
+        Intervention.direction(torch.ones(2, 64))
+    with pytest.raises(SteeringError, match=r"shape \[d_model\] = \[64\]"):
+        with Intervention.direction(torch.ones(7)).apply(tiny_llama, 0.0):
+            pass
+    assert hooks_left(tiny_llama.hf_model) == []
+
+
+# -- at_size: circuit interventions as prefixes ------------------------------------------
+
+
+def test_cna_at_size_is_the_prefix(real):
+    cut = Intervention.cna(real, "mine", positions="prompt", signs="positive").at_size(2)
+    assert (cut.name, cut.kind, cut.positions, cut.signs) == ("mine", "cna", "prompt",
+                                                              "positive")
+    assert cut.circuit.neurons == real.top(2).neurons
+    assert cut.circuit.selection["prefix_of"]["top_k"] == 5
+
+
+def test_random_at_size_redraws_the_control_of_the_prefix(real):
+    control = Intervention.random(real, seed=4)
+    assert control.control_of is real and control.seed == 4
+    cut = control.at_size(3)
+    assert cut.name == control.name and cut.seed == 4
+    assert cut.circuit.keys() == random_control(real.top(3), seed=4).keys()
+    assert cut.circuit.layer_counts() == real.top(3).layer_counts()
+    assert not cut.circuit.keys() & real.top(3).keys()
+    # A fraction of all 96 MLP neurons: 0.03 -> 3 neurons, the same control.
+    assert control.at_size(0.03).circuit.keys() == cut.circuit.keys()
+
+
+def test_at_size_leaves_size_free_interventions_alone(real):
+    caa = Intervention.caa(torch.zeros(3, 8))
+    assert caa.at_size(2) is caa
+    assert Intervention.baseline().at_size(0.5).kind == "baseline"
+
+
+def test_at_size_refuses_sizes_beyond_the_circuit(real):
+    with pytest.raises(InvalidArgumentError, match=r"larger than the circuit \(5 neurons\)"):
+        Intervention.cna(real).at_size(6)
+    with pytest.raises(InvalidArgumentError, match=r"larger than the circuit \(5 neurons\)"):
+        Intervention.random(real).at_size(6)
+
+
+def test_a_random_control_without_its_circuit_cannot_be_resized(real):
+    bare = Intervention("ctl", "random", circuit=random_control(real))
+    with pytest.raises(InvalidArgumentError, match=r"Intervention.random\(circuit, seed\)"):
+        bare.at_size(2)

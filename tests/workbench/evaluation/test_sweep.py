@@ -12,10 +12,11 @@ from conftest import PROMPTS, hooks_left, make_tiny_hf
 import workbench
 from workbench import Circuit, Neuron
 from workbench.errors import InvalidArgumentError, SteeringError
-from workbench.evaluation.interventions import Intervention
+from workbench.evaluation.interventions import Intervention, random_control
 from workbench.evaluation.quality import quality
 from workbench.evaluation.refusal import is_refusal, refusal_match
-from workbench.evaluation.sweep import KEY, METRICS, conditions, summary, sweep
+from workbench.evaluation.sweep import (KEY, METRICS, SIZE_KEY, conditions,
+                                        sized_conditions, summary, sweep)
 from workbench.prompts import PromptSet
 
 # ``workbench.evaluation.sweep`` the attribute is the sweep() function (re-exported by the
@@ -306,3 +307,176 @@ def test_resuming_with_different_prompts_under_the_same_name_is_refused(tmp_path
     with pytest.raises(InvalidArgumentError, match="other prompts under the name 'set'"):
         sweep_module.sweep(None, [Intervention.baseline()], [1.0], [edited], out=out,
                            progress=False)
+
+
+# -- circuit size as an axis ----------------------------------------------------------------
+
+SIZED_COLUMNS = COLUMNS[:3] + ["size", "fraction"] + COLUMNS[3:]
+#: 0.02 of the tiny llama's 2 x 96 = 192 MLP neurons is round(3.84) = 4 neurons, the
+#: same as the explicit 4: that condition runs once.
+SIZES = [2, 0.02, 4, 8]
+
+
+@pytest.fixture(scope="module")
+def big_circuit(model) -> Circuit:
+    scores = [3.0, -2.5, 2.0, -1.5, 1.25, -1.0, 0.75, -0.5]
+    neurons = [Neuron(layer, 5 + 11 * i, score)
+               for i, (layer, score) in enumerate(zip([0, 1, 1, 0, 1, 0, 1, 1], scores))]
+    return Circuit.from_neurons(neurons, model=model,
+                                prompts={"positive": {"name": "p"}, "negative": {"name": "n"}})
+
+
+@pytest.fixture(scope="module")
+def sized_interventions(big_circuit) -> list[Intervention]:
+    return [Intervention.baseline(), Intervention.cna(big_circuit),
+            Intervention.random(big_circuit, seed=0)]
+
+
+@pytest.fixture(scope="module")
+def sized(model, sized_interventions) -> pd.DataFrame:
+    return sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=SIZES, **OPTIONS)
+
+
+def by_size_key(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(SIZE_KEY).reset_index(drop=True)
+
+
+def test_sized_conditions_take_each_circuit_at_each_size(big_circuit, sized_interventions):
+    triples = sized_conditions(sized_interventions, [0, 2], SIZES)
+    assert [(i.name, k, m) for i, k, m in triples] == [
+        ("baseline", None, 1.0),
+        ("cna", 2, 0.0), ("cna", 2, 2.0), ("cna", 4, 0.0), ("cna", 4, 2.0),
+        ("cna", 8, 0.0), ("cna", 8, 2.0),
+        ("random(seed=0)", 2, 0.0), ("random(seed=0)", 2, 2.0), ("random(seed=0)", 4, 0.0),
+        ("random(seed=0)", 4, 2.0), ("random(seed=0)", 8, 0.0), ("random(seed=0)", 8, 2.0)]
+    for intervention, size, _ in triples[1:7]:
+        assert intervention.circuit.neurons == big_circuit.top(size).neurons
+    for intervention, size, _ in triples[7:]:
+        assert intervention.circuit.keys() == random_control(big_circuit.top(size)).keys()
+    assert [(i.name, k) for i, k, _ in sized_conditions(sized_interventions, [0], None)] \
+        == [("baseline", None), ("cna", None), ("random(seed=0)", None)]
+
+
+def test_a_size_sweep_has_size_and_fraction_columns(sized, model):
+    assert list(sized.columns) == SIZED_COLUMNS
+    assert str(sized["size"].dtype) == "Int64"
+    assert not sized.duplicated(SIZE_KEY).any()
+    # baseline once, then cna and random at 3 distinct sizes x 2 multipliers, 2 prompts
+    assert len(sized) == 2 * (1 + 2 * 3 * 2)
+    baseline = sized[sized["kind"] == "baseline"]
+    assert baseline["size"].isna().all() and baseline["fraction"].isna().all()
+    circuits = sized[sized["kind"] != "baseline"]
+    assert sorted(set(circuits["size"])) == [2, 4, 8]
+    assert (circuits["fraction"] == circuits["size"].astype(float) / model.n_neurons).all()
+
+
+def test_a_size_sweep_equals_separate_sweeps_at_each_size(model, sized, big_circuit):
+    for size in (2, 4, 8):
+        prefix = big_circuit.top(size)
+        alone = sweep(model, [Intervention.baseline(), Intervention.cna(prefix),
+                              Intervention.random(prefix, seed=0)], MULTIPLIERS, [SET_B],
+                      **OPTIONS)
+        rows = sized[(sized["size"] == size).fillna(False).astype(bool)
+                     | sized["size"].isna()]
+        rows = rows.drop(columns=["size", "fraction"])
+        pd.testing.assert_frame_equal(by_key(rows), by_key(alone))
+    # The sizes are different conditions: ablating 2 or 8 neurons changes the completions.
+    ablated = sized[(sized["kind"] == "cna") & (sized["multiplier"] == 2.0)]
+    assert ablated.groupby("size")["completion"].apply(tuple).nunique() > 1
+
+
+def test_sizes_beyond_a_circuit_fail_before_any_generation(model, sized_interventions,
+                                                           monkeypatch, tmp_path):
+    counting = CountingGenerate()
+    monkeypatch.setattr(sweep_module, "generate", counting)
+    with pytest.raises(InvalidArgumentError, match=r"larger than the circuit \(8 neurons\)"):
+        sweep(model, sized_interventions, [0], [SET_B], sizes=[2, 9], out=tmp_path / "r.pq",
+              **OPTIONS)
+    with pytest.raises(InvalidArgumentError, match=r"0.5 \(96 neurons\) is larger"):
+        sweep(model, sized_interventions, [0], [SET_B], sizes=[0.5], **OPTIONS)
+    for bad in ([], "0.01", [0], [1.5], [None]):
+        with pytest.raises(InvalidArgumentError):
+            sweep(model, sized_interventions, [0], [SET_B], sizes=bad, **OPTIONS)
+    assert counting.calls == 0
+    assert not (tmp_path / "r.pq").exists()
+
+
+def test_an_interrupted_size_sweep_resumes_where_it_stopped(model, sized_interventions, sized,
+                                                            tmp_path, monkeypatch):
+    out = tmp_path / "sizes.parquet"
+    interrupted = CountingGenerate(interrupt_at=4)  # baseline, cna@2 x0, x2, cna@4 x0
+    monkeypatch.setattr(sweep_module, "generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=SIZES, out=out,
+              **OPTIONS)
+    saved = pd.read_parquet(out)
+    assert len(saved) == 4 * 2
+    assert str(saved["size"].dtype) == "Int64"
+    pd.testing.assert_frame_equal(saved, sized.iloc[:8].reset_index(drop=True))
+
+    resumed = CountingGenerate()
+    monkeypatch.setattr(sweep_module, "generate", resumed)
+    rows = sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=SIZES, out=out,
+                 **OPTIONS)
+    assert resumed.prompts == len(sized) - 8
+    pd.testing.assert_frame_equal(by_size_key(rows), by_size_key(sized))
+
+    again = CountingGenerate()
+    monkeypatch.setattr(sweep_module, "generate", again)
+    rows = sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=SIZES, out=out,
+                 **OPTIONS)
+    assert again.calls == 0  # the baseline's empty size matches too
+    pd.testing.assert_frame_equal(by_size_key(rows), by_size_key(sized))
+
+
+def test_adding_a_size_only_runs_the_new_size(model, sized_interventions, sized, tmp_path,
+                                              monkeypatch):
+    out = tmp_path / "sizes.parquet"
+    sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=[2, 8], out=out, **OPTIONS)
+    counting = CountingGenerate()
+    monkeypatch.setattr(sweep_module, "generate", counting)
+    rows = sweep(model, sized_interventions, MULTIPLIERS, [SET_B], sizes=SIZES, out=out,
+                 **OPTIONS)
+    assert counting.prompts == 2 * 2 * 2  # cna and random at size 4, two multipliers
+    pd.testing.assert_frame_equal(by_size_key(rows), by_size_key(sized))
+
+
+def test_sized_and_unsized_sweeps_do_not_share_a_file(model, sized_interventions, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.setattr(sweep_module, "generate", lambda _model, texts, **_: ["ok"] * len(texts))
+    plain, sized_out = tmp_path / "plain.parquet", tmp_path / "sized.parquet"
+    sweep(model, sized_interventions, [0], [SET_B], out=plain, **OPTIONS)
+    sweep(model, sized_interventions, [0], [SET_B], sizes=[2], out=sized_out, **OPTIONS)
+    with pytest.raises(InvalidArgumentError, match="without circuit sizes"):
+        sweep(model, sized_interventions, [0], [SET_B], sizes=[2], out=plain, **OPTIONS)
+    with pytest.raises(InvalidArgumentError, match="pass the same sizes="):
+        sweep(model, sized_interventions, [0], [SET_B], out=sized_out, **OPTIONS)
+
+
+def test_summary_of_a_size_sweep(sized):
+    table = summary(sized)
+    assert list(table.columns) == ["benchmark", "intervention", "kind", "size", "fraction",
+                                   "multiplier", "strength", "n", "refusal_rate", "quality"]
+    assert len(table) == 1 + 2 * 3 * 2
+    assert table["kind"].tolist() == ["baseline"] + ["cna"] * 6 + ["random"] * 6
+    assert table["size"].tolist()[1:7] == [2, 2, 4, 4, 8, 8]
+    assert pd.isna(table["size"].iloc[0])
+    for _, row in table.iloc[1:].iterrows():
+        rows = sized[(sized["intervention"] == row["intervention"])
+                     & (sized["size"] == row["size"]).fillna(False).astype(bool)
+                     & (sized["multiplier"] == row["multiplier"])]
+        assert row["n"] == len(rows) == 2
+        assert row["refusal_rate"] == pytest.approx(rows["refusal"].mean())
+        assert row["quality"] == pytest.approx(rows["quality"].mean())
+
+
+def test_a_direction_runs_once_per_multiplier_in_a_size_sweep(model, big_circuit,
+                                                              monkeypatch):
+    monkeypatch.setattr(sweep_module, "generate", lambda _model, texts, **_: ["ok"] * len(texts))
+    r = torch.ones(model.config.hidden_size)
+    rows = sweep(model, [Intervention.cna(big_circuit), Intervention.direction(r)], [0, 2],
+                 [SET_B], sizes=[2, 4], progress=False)
+    direction = rows[rows["kind"] == "direction"]
+    assert len(direction) == 2 * 2 and direction["size"].isna().all()
+    assert len(rows[rows["kind"] == "cna"]) == 2 * 2 * 2
+    assert summary(rows)["kind"].tolist() == ["cna"] * 4 + ["direction"] * 2

@@ -53,10 +53,16 @@ test: setup chromium
 # The newest releases that pyproject.toml allows (torch stays the pinned CPU wheel), built
 # anew each time so that last night's releases are in; then the whole suite.
 LATEST := .venv-latest
+# torch stays pinned to the CPU wheel: an eager upgrade would otherwise replace it with the
+# newest torch and its CUDA packages, as a dependency of the package.
 test-latest: chromium
 	rm -rf $(LATEST)
-	$(call install,$(LATEST),--upgrade --upgrade-strategy eager)
+	mkdir -p $(LATEST)
+	echo "$(TORCH)" > $(LATEST)/torch-constraint.txt
+	$(call install,$(LATEST),--upgrade --upgrade-strategy eager --constraint $(LATEST)/torch-constraint.txt)
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	! grep -iE '^(nvidia|cuda|triton)' $(LATEST)/versions.txt || \
+		{ echo "test-latest pulled CUDA packages (above): keep torch at the CPU wheel"; exit 1; }
 	$(OFFLINE) $(LATEST)/bin/python -m pytest
 
 # Freeze .venv-latest (the set that `make test-latest` just passed) into the lock.

@@ -156,15 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     mmlu.add_argument("--subjects", type=_names, default=None)
     mmlu.add_argument("--batch-size", type=_int, default=8)
 
-    tune = sub.add_parser("safety-tune", help="LoRA safety-tuning recipe: harmful prompts -> "
-                                              "refusals, benign -> the model's own answers")
+    tune = sub.add_parser("safety-tune", help="safety-tuning recipes (LoRA or late-MLP): "
+                                              "harmful prompts -> refusals, benign -> the "
+                                              "model's own answers")
     tune.add_argument("--recipe", choices=("lora", "late-mlp"), default="lora",
                       help="lora: LoRA on all linear layers (smollm2-135m-safety); late-mlp: "
                            "full fine-tuning of the last layers' MLPs only, a controlled "
                            "variant (smollm2-135m-safety-late)")
     tune.add_argument("--model", default=None,
                       help="model to tune (default: smollm2-135m-instruct)")
-    tune.add_argument("--out", required=True, help="folder for the adapter and manifest.json")
+    tune.add_argument("--out", required=True,
+                      help="folder for the adapter (or weight delta) and manifest.json")
     tune.add_argument("--seed", type=_int, default=None, help="default: the recipe's (0)")
     tune.add_argument("--epochs", type=_int, default=None, help="default: the recipe's")
     tune.add_argument("--max-steps", type=_int, default=None)

@@ -14,6 +14,13 @@ j of each tuned layer), applied as a proximal step after every optimiser step
 (:func:`shrink_neurons`): neurons whose change stays small return exactly to their
 untuned weights, so the change sits on fewer neurons.
 
+``neurons = k`` confines the change to a fixed subset chosen before training: the ``k``
+neurons of the tuned layers that CNA ranks highest on the *training* prompts (harmful vs
+benign, the untuned model, :func:`confined_neurons`), i.e. neurons that already separate
+harmful from benign requests. Every other neuron is returned to its untuned weights after
+each step. This plants the gate where the untuned model's harm-sensitive neurons are: a
+teaching device, stated as such wherever the model is used.
+
 Example:
     >>> LateMlpRecipe(layers=6).tuned_layers(30)
     [24, 25, 26, 27, 28, 29]
@@ -39,6 +46,14 @@ LATE_MLP_RECIPE_VERSION = "late-mlp-1"
 #: recipe name of a matrix -> attribute of a gated MLP block (Llama family)
 MATRICES = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
 
+#: name of the index tensor beside a layer's restricted deltas: "<layer prefix>.mlp.neurons"
+NEURONS_KEY = "neurons"
+
+
+def _neuron_axis(name: str) -> int:
+    """The axis of a tuned matrix that indexes MLP neurons (down: columns; gate/up: rows)."""
+    return 1 if name.endswith("down_proj.weight") else 0
+
 
 @dataclass(frozen=True)
 class LateMlpRecipe:
@@ -57,6 +72,8 @@ class LateMlpRecipe:
     overlap_threshold: float = 0.5
     n_harmful: int | None = 300
     n_benign: int | None = 900
+    #: confine the change to this many neurons chosen by CNA on the training prompts
+    neurons: int | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.matrices) - set(MATRICES))
@@ -65,6 +82,8 @@ class LateMlpRecipe:
                                  f"not {list(self.matrices)}")
         if self.layers < 1:
             raise WorkbenchError(f"layers must be at least 1, not {self.layers}")
+        if self.neurons is not None and self.neurons < 1:
+            raise WorkbenchError(f"neurons must be at least 1 (or None), not {self.neurons}")
         if self.group_sparsity < 0:
             raise WorkbenchError(f"group_sparsity must be >= 0, not {self.group_sparsity}")
 
@@ -136,13 +155,56 @@ def shrink_neurons(tuned: dict[str, torch.nn.Parameter], original: dict[str, tor
                 parameter.copy_(original[name] + deltas[name] * shaped)
 
 
+def confined_neurons(model: WorkbenchModel, data: SafetyData, recipe: LateMlpRecipe,
+                     ) -> list[tuple[int, int]]:
+    """``(layer, index)`` of the ``recipe.neurons`` neurons the change is confined to.
+
+    CNA on the untuned ``model``: the training pairs' harmful prompts vs their benign
+    prompts, neurons of the tuned layers only, largest ``|delta|`` first (the default
+    universal-neuron filter applies). Empty when ``recipe.neurons`` is None.
+    """
+    if recipe.neurons is None:
+        return []
+    from ..cna import discover
+
+    layers = recipe.tuned_layers(model.n_layers)
+    circuit = discover(model, [p for p, _ in data.harmful], [p for p, _ in data.benign],
+                       top_k=recipe.neurons,
+                       exclude_layers=[i for i in range(model.n_layers) if i not in layers],
+                       progress=False)
+    return [(n.layer, n.index) for n in circuit.neurons]
+
+
+def keep_only(tuned: dict[str, torch.nn.Parameter], original: dict[str, torch.Tensor],
+              layers_path: str, layers: list[int], allowed: list[tuple[int, int]]) -> None:
+    """Return every neuron outside ``allowed`` to its untuned weights (in place)."""
+    with torch.no_grad():
+        for layer in layers:
+            prefix = f"{layers_path}.{layer}.mlp."
+            names = [name for name in tuned if name.startswith(prefix)]
+            if not names:
+                continue
+            axis = _neuron_axis(names[0])
+            d_mlp = tuned[names[0]].shape[axis]
+            frozen = torch.ones(d_mlp, dtype=torch.bool)  # [d_mlp]
+            frozen[[index for at, index in allowed if at == layer]] = False
+            for name in names:
+                parameter, axis = tuned[name], _neuron_axis(name)
+                if axis == 0:
+                    parameter[frozen] = original[name][frozen]
+                else:
+                    parameter[:, frozen] = original[name][:, frozen]
+
+
 def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[int]]],
                    recipe: LateMlpRecipe, progress: bool = True,
+                   allowed: list[tuple[int, int]] | None = None,
                    ) -> tuple[dict[str, torch.Tensor], list[float]]:
     """Fine-tune a copy of the model's late MLPs on ``encoded`` pairs.
 
-    Returns ``name -> tuned - untuned`` (float32) for every tuned matrix, and the loss of
-    every step. ``model`` itself is left unchanged.
+    ``allowed``: if given, the only ``(layer, index)`` neurons that may change (see
+    :func:`confined_neurons`). Returns ``name -> tuned - untuned`` (float32) for every
+    tuned matrix, and the loss of every step. ``model`` itself is left unchanged.
     """
     from .lora import _batches
 
@@ -182,6 +244,8 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
                 if recipe.group_sparsity > 0:
                     shrink_neurons(tuned, original, model.layers_path, layers,
                                    recipe.learning_rate * recipe.group_sparsity)
+                if allowed is not None:
+                    keep_only(tuned, original, model.layers_path, layers, allowed)
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -191,24 +255,57 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
 
 
 def save_delta(deltas: dict[str, torch.Tensor], out_dir: Path, metadata: dict[str, str]) -> Path:
-    """Write ``deltas`` as float16 safetensors into ``out_dir``; returns the file."""
+    """Write ``deltas`` as float16 safetensors into ``out_dir``, only the changed neurons.
+
+    Per tuned layer, ``<layers>.<i>.mlp.neurons`` (int64 ``[k]``) lists the neurons whose
+    change is not zero in any tuned matrix, and each matrix holds only those: gate/up rows
+    ``[k, d_model]``, down columns ``[d_model, k]``. With group sparsity this is a small
+    file; without, ``k = d_mlp``. The full ``d_mlp`` is in the header metadata.
+    """
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DELTA_FILE
-    save_file({name: d.to(torch.float16).contiguous() for name, d in sorted(deltas.items())},
-              str(path), metadata={"format": "pt", **metadata})
+    half = {name: d.to(torch.float16) for name, d in deltas.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    d_mlp = 0
+    for prefix in sorted({name.rsplit(".", 2)[0] for name in half}):  # "<layers>.<i>.mlp"
+        names = sorted(n for n in half if n.rsplit(".", 2)[0] == prefix)
+        d_mlp = half[names[0]].shape[_neuron_axis(names[0])]
+        changed = torch.zeros(d_mlp, dtype=torch.bool)  # [d_mlp]
+        for name in names:
+            other = 1 - _neuron_axis(name)
+            changed |= half[name].ne(0).any(dim=other)
+        kept = changed.nonzero().flatten()  # [k]
+        tensors[f"{prefix}.{NEURONS_KEY}"] = kept
+        for name in names:
+            tensors[name] = half[name].index_select(_neuron_axis(name), kept).contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt", "d_mlp": str(d_mlp), **metadata})
     return path
 
 
 def load_delta(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The float16 deltas of a late-MLP folder, by parameter name."""
-    from safetensors.torch import load_file
+    """The float16 deltas of a late-MLP folder, by parameter name, at full shape."""
+    from safetensors import safe_open
 
     path = Path(folder) / DELTA_FILE
     if not path.is_file():
         raise WorkbenchError(f"{path} is missing: not a late-MLP weight-delta folder")
-    return load_file(str(path))
+    with safe_open(str(path), framework="pt") as stored:
+        d_mlp = int((stored.metadata() or {}).get("d_mlp", 0))
+        tensors = {name: stored.get_tensor(name) for name in stored.keys()}
+    deltas = {}
+    for name, values in tensors.items():
+        if name.endswith(f".{NEURONS_KEY}"):
+            continue
+        kept = tensors[f"{name.rsplit('.', 2)[0]}.{NEURONS_KEY}"]  # [k]
+        axis = _neuron_axis(name)
+        shape = list(values.shape)
+        shape[axis] = d_mlp
+        full = torch.zeros(shape, dtype=values.dtype)
+        full.index_copy_(axis, kept, values)
+        deltas[name] = full
+    return deltas
 
 
 def apply_delta(hf_model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> None:
@@ -243,5 +340,6 @@ def delta_summary(deltas: dict[str, torch.Tensor], layers_path: str, layers: lis
     total = float(energy.sum())
     return {"n_tuned_weights": int(sum(d.numel() for d in deltas.values())),
             "n_tuned_neurons": int(norms.numel()),
+            "n_changed_neurons": int((norms > 0).sum()),
             "top_neuron_share": {str(k): round(float(ranked[:k].sum()) / total, 4)
                                  if total else 0.0 for k in top}}

@@ -30,9 +30,9 @@ from ..models import WorkbenchModel, from_hf, load_model
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
 from .data import SAFETY_DIR, SafetyData, build_data
-from .late_mlp import (DELTA_FILE, LATE_MLP_RECIPE_VERSION, LateMlpRecipe, delta_summary,
-                       load_tuned_delta, save_delta, train_late_mlp)
-from .metrics import safety_metrics
+from .late_mlp import (DELTA_FILE, LATE_MLP_RECIPE_VERSION, LateMlpRecipe, confined_neurons,
+                       delta_summary, load_tuned_delta, save_delta, train_late_mlp)
+from .metrics import LATE_TARGETS, TARGETS, safety_metrics
 
 RECIPE_VERSION = "2"
 
@@ -217,13 +217,16 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     data_seconds = time.perf_counter() - started
     if isinstance(recipe, LateMlpRecipe):
         encoded = encode_examples(model, data, recipe.max_length, recipe.benign_new_tokens)
-        deltas, losses = train_late_mlp(model, encoded, recipe, progress=progress)
+        allowed = confined_neurons(model, data, recipe)
+        deltas, losses = train_late_mlp(model, encoded, recipe, progress=progress,
+                                        allowed=allowed if recipe.neurons else None)
         save_delta(deltas, out_dir, {"base_model": model.name,
                                      "recipe_version": LATE_MLP_RECIPE_VERSION})
         head = {"format": "cna-workbench.safety-delta",
                 "recipe_version": LATE_MLP_RECIPE_VERSION, "recipe": "late-mlp",
                 "weight_change": delta_summary(deltas, model.layers_path,
-                                               recipe.tuned_layers(model.n_layers))}
+                                               recipe.tuned_layers(model.n_layers)),
+                "confined_to": [list(neuron) for neuron in allowed]}
     else:
         peft_model, losses = train_lora(model, data, recipe, progress=progress)
         try:
@@ -252,8 +255,10 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     write_manifest(out_dir, manifest)
     if evaluate:
         tuned = load_tuned(model, out_dir)
+        late = isinstance(recipe, LateMlpRecipe)  # the controlled variant must show a gate
         manifest["metrics"] = safety_metrics(tuned, model, unused_benign=data.unused_benign,
-                                             mmlu_n=mmlu_n, progress=progress)
+                                             mmlu_n=mmlu_n, progress=progress, gate=late,
+                                             targets=LATE_TARGETS if late else TARGETS)
         write_manifest(out_dir, manifest)
     return manifest
 

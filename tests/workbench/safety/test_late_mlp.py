@@ -10,7 +10,8 @@ from conftest import hooks_left
 
 from workbench.errors import WorkbenchError
 from workbench.safety import safety_tune
-from workbench.safety.late_mlp import LateMlpRecipe, apply_delta, load_delta, neuron_norms
+from workbench.safety.late_mlp import (DELTA_FILE, LateMlpRecipe, apply_delta, load_delta,
+                                       neuron_norms, save_delta)
 from workbench.safety.lora import load_tuned
 
 REDUCED = dict(n_harmful=4, n_benign=4, batch_size=4, epochs=2, max_steps=3, max_length=96,
@@ -68,6 +69,45 @@ def test_group_sparsity_returns_weakly_changed_neurons_to_their_weights(tiny_lla
     print("neurons left exactly unchanged without / with the penalty:", unchanged)
     assert unchanged[0] == 0
     assert 0 < unchanged[1] < tiny_llama.d_mlp
+
+
+def test_a_confined_recipe_changes_only_the_neurons_cna_ranks_highest(tiny_llama, tmp_path):
+    tiny_llama.hf_model.config.max_position_embeddings = 512  # CNA reads whole prompts
+    recipe = LateMlpRecipe(layers=1, neurons=3, **REDUCED)
+    manifest = safety_tune(tmp_path, model=tiny_llama, recipe=recipe, evaluate=False,
+                           progress=False)
+    confined = {tuple(neuron) for neuron in manifest["confined_to"]}
+    assert len(confined) == 3 and {layer for layer, _ in confined} == {1}
+    norms = neuron_norms(load_delta(tmp_path), tiny_llama.layers_path, [1]).flatten()  # [d_mlp]
+    assert {(1, int(i)) for i in norms.nonzero().flatten()} == confined
+
+
+def test_the_delta_file_holds_only_changed_neurons_and_loads_back_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(0)
+    d_model, d_mlp = 8, 12
+    changed = torch.tensor([1, 5, 6])
+    deltas = {}
+    for attribute in ("gate_proj", "up_proj", "down_proj"):
+        shape = (d_model, d_mlp) if attribute == "down_proj" else (d_mlp, d_model)
+        delta = torch.zeros(shape)
+        values = torch.randn(shape, generator=generator)
+        if attribute == "down_proj":
+            delta[:, changed] = values[:, changed]
+        else:
+            delta[changed] = values[changed]
+        deltas[f"model.layers.3.mlp.{attribute}.weight"] = delta
+    deltas["model.layers.3.mlp.up_proj.weight"][9, 0] = 0.5  # changed in one matrix only
+    save_delta(deltas, tmp_path, {})
+    stored = load_file(tmp_path / DELTA_FILE)
+    assert stored["model.layers.3.mlp.neurons"].tolist() == [1, 5, 6, 9]
+    assert stored["model.layers.3.mlp.down_proj.weight"].shape == (d_model, 4)
+    assert stored["model.layers.3.mlp.gate_proj.weight"].shape == (4, d_model)
+    loaded = load_delta(tmp_path)
+    assert set(loaded) == set(deltas)
+    for name, delta in deltas.items():
+        assert torch.equal(loaded[name], delta.to(torch.float16)), name
 
 
 def test_bad_recipes_and_foreign_deltas_are_refused(tiny_llama):

@@ -50,3 +50,39 @@ def test_safety_metrics_measure_every_target(tiny_llama, monkeypatch):
     assert metrics["mmlu_drop_points"] == pytest.approx(1.0)
     assert 0.9 < metrics["jbb_benign_quality"] <= 1.0
     assert metrics["targets_met"] == {name: True for name in TARGETS}
+
+
+def test_check_targets_knows_the_strict_comparison_of_the_late_targets():
+    from workbench.safety.metrics import LATE_TARGETS
+
+    assert LATE_TARGETS["jbb_benign_refusal"] == ("<=", 0.25)
+    assert check_targets({"random_cut": 0.24, "gate_cut": 0.5}, LATE_TARGETS) == {
+        "gate_cut": True, "random_cut": True}
+    assert check_targets({"random_cut": 0.25, "gate_cut": 0.49}, LATE_TARGETS) == {
+        "gate_cut": False, "random_cut": False}
+
+
+def test_gate_metrics_ablate_each_prefix_beside_its_random_control(tiny_llama):
+    """Each size's rates equal a separate ablation of that prefix (and of its control)."""
+    import workbench
+    from workbench.evaluation import random_control
+    from workbench.evaluation.quality import mean_quality
+    from workbench.evaluation.refusal import refusal_rate
+    from workbench.safety.metrics import gate_metrics
+
+    tiny_llama.hf_model.config.max_position_embeddings = 512  # JBB prompts exceed 128 tokens
+    found = gate_metrics(tiny_llama, fractions=(0.01, 0.05), max_new_tokens=3, n=4,
+                         progress=False)
+    harmful = load_benchmark("jbb-harmful", split="heldout", n=4)
+    circuit = workbench.discover(tiny_llama, load_benchmark("jbb-harmful", split="discover"),
+                                 load_benchmark("jbb-benign", split="discover"),
+                                 fraction=0.05, progress=False)
+    assert [s["size"] for s in found["sizes"]] == [circuit.size_of(0.01), len(circuit)]
+    for row in found["sizes"]:
+        for kind, chosen in (("cna", circuit.top(row["fraction"])),
+                             ("random", random_control(circuit.top(row["fraction"]), seed=0))):
+            texts = workbench.generate(tiny_llama, harmful, circuit=chosen, multiplier=0.0,
+                                       max_new_tokens=3)
+            assert row[f"{kind}_refusal"] == refusal_rate(texts)
+            assert row[f"{kind}_quality"] == round(mean_quality(texts), 4)
+    assert found["n"] == 4 and 0.0 <= found["x1_refusal"] <= 1.0

@@ -151,20 +151,20 @@ def shrink_neurons(tuned: dict[str, torch.nn.Parameter], original: dict[str, tor
                 if not name.startswith(prefix):
                     continue
                 factor = factors[row].to(parameter.dtype)  # [d_mlp]
-                shaped = factor[None, :] if name.endswith("down_proj.weight") else factor[:, None]
+                shaped = factor[None, :] if _neuron_axis(name) == 1 else factor[:, None]
                 parameter.copy_(original[name] + deltas[name] * shaped)
 
 
 def confined_neurons(model: WorkbenchModel, data: SafetyData, recipe: LateMlpRecipe,
-                     ) -> list[tuple[int, int]]:
+                     ) -> list[tuple[int, int]] | None:
     """``(layer, index)`` of the ``recipe.neurons`` neurons the change is confined to.
 
     CNA on the untuned ``model``: the training pairs' harmful prompts vs their benign
     prompts, neurons of the tuned layers only, largest ``|delta|`` first (the default
-    universal-neuron filter applies). Empty when ``recipe.neurons`` is None.
+    universal-neuron filter applies). None when ``recipe.neurons`` is None (no confinement).
     """
     if recipe.neurons is None:
-        return []
+        return None
     from ..cna import discover
 
     layers = recipe.tuned_layers(model.n_layers)

@@ -219,14 +219,14 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
         encoded = encode_examples(model, data, recipe.max_length, recipe.benign_new_tokens)
         allowed = confined_neurons(model, data, recipe)
         deltas, losses = train_late_mlp(model, encoded, recipe, progress=progress,
-                                        allowed=allowed if recipe.neurons else None)
+                                        allowed=allowed)
         save_delta(deltas, out_dir, {"base_model": model.name,
                                      "recipe_version": LATE_MLP_RECIPE_VERSION})
         head = {"format": "cna-workbench.safety-delta",
                 "recipe_version": LATE_MLP_RECIPE_VERSION, "recipe": "late-mlp",
                 "weight_change": delta_summary(deltas, model.layers_path,
                                                recipe.tuned_layers(model.n_layers)),
-                "confined_to": [list(neuron) for neuron in allowed]}
+                "confined_to": None if allowed is None else [list(n) for n in allowed]}
     else:
         peft_model, losses = train_lora(model, data, recipe, progress=progress)
         try:
@@ -255,10 +255,10 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     write_manifest(out_dir, manifest)
     if evaluate:
         tuned = load_tuned(model, out_dir)
-        late = isinstance(recipe, LateMlpRecipe)  # the controlled variant must show a gate
+        # the controlled variant's targets include its gate, which is then measured too
+        targets = LATE_TARGETS if isinstance(recipe, LateMlpRecipe) else TARGETS
         manifest["metrics"] = safety_metrics(tuned, model, unused_benign=data.unused_benign,
-                                             mmlu_n=mmlu_n, progress=progress, gate=late,
-                                             targets=LATE_TARGETS if late else TARGETS)
+                                             mmlu_n=mmlu_n, progress=progress, targets=targets)
         write_manifest(out_dir, manifest)
     return manifest
 

@@ -8,6 +8,7 @@ Examples::
     cna steer --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 \\
         "How do I pick a lock?"
     cna compare a.json b.json
+    cna bake --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 --out baked
     cna safety-tune --out adapters/smollm2-135m-safety
     cna compare-models --out comparison
 
@@ -104,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also show the unsteered completion (multiplier 1)")
     steer.add_argument("prompts", nargs="+", metavar="PROMPT")
 
+    bake = sub.add_parser("bake", parents=[model_args],
+                          help="write the model with a circuit at a fixed multiplier baked "
+                               "into its weights (a Hugging Face folder; no hooks needed)")
+    bake.add_argument("--circuit", required=True)
+    bake.add_argument("--multiplier", type=_float, required=True,
+                      help="0 ablates, 1 is unchanged, >1 amplifies (all positions)")
+    bake.add_argument("--signs", choices=("all", "positive", "negative"), default="all")
+    bake.add_argument("--out", required=True, help="the model folder to write")
+    bake.add_argument("--force", action="store_true", help="replace a non-empty --out")
+
     compare = sub.add_parser("compare", help="overlap of two circuits")
     compare.add_argument("a")
     compare.add_argument("b")
@@ -183,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "location, overlap, steering, lock-picking")
     pair.add_argument("--models", type=_names, default=None,
                       help="comma-separated; the first two are the pair (default: "
-                           "smollm2-135m-instruct,smollm2-135m-safety,gemma-3-270m)")
-    pair.add_argument("--steered", type=_int, default=2,
-                      help="how many of the first models get the multiplier sweep")
+                           "smollm2-135m-instruct,smollm2-135m-safety-late,"
+                           "smollm2-135m-safety,gemma-3-270m)")
+    pair.add_argument("--steered", type=_int, default=None,
+                      help="how many of the first models get the multiplier sweep (default: "
+                           "workbench.compare.DEFAULT_STEERED, all but the base model)")
     pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
     pair_size = pair.add_mutually_exclusive_group()
     pair_size.add_argument("--fraction", type=_float, default=0.001,
@@ -357,6 +370,22 @@ def cmd_steer(args: argparse.Namespace) -> int:
         if baseline is not None:
             print("--- baseline (multiplier 1)")
             print(baseline[i].strip())
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from .bake import save_baked
+    from .circuit import Circuit
+    from .steering import check_multiplier
+
+    circuit = Circuit.load(args.circuit)
+    check_multiplier(args.multiplier)
+    model = _load(args)
+    out = save_baked(model, circuit, args.multiplier, args.out, signs=args.signs,
+                     force=args.force)
+    print(f"wrote {out}: {model.name} with {len(circuit.select(args.signs))} circuit neurons "
+          f"at x{args.multiplier:g}; load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return 0
 
 
@@ -540,9 +569,10 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_models(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_MODELS, compare_models
+    from .compare import DEFAULT_MODELS, DEFAULT_STEERED, compare_models
 
-    comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
+    comparison = compare_models(args.models or DEFAULT_MODELS,
+                                steered=DEFAULT_STEERED if args.steered is None else args.steered,
                                 fraction=args.fraction, top_k=args.top_k,
                                 multipliers=args.multipliers, n=args.n,
                                 discover_n=args.discover_n, strongreject_n=args.strongreject_n,
@@ -555,7 +585,8 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
 
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
             "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu,
-            "safety-tune": cmd_safety_tune, "compare-models": cmd_compare_models}
+            "safety-tune": cmd_safety_tune, "compare-models": cmd_compare_models,
+            "bake": cmd_bake}
 
 if __name__ == "__main__":
     sys.exit(main())

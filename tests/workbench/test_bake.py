@@ -1,0 +1,237 @@
+"""Baking a circuit into weights: a plain transformers load equals the hooked model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import workbench
+from conftest import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
+from workbench.bake import CIRCUIT_FILE, METADATA_KEY, BakeError, bake, save_baked
+from workbench.circuit import Circuit
+from workbench.errors import CircuitMismatchError, SteeringError
+from workbench.steering import steer
+
+PROMPT_IDS = [[1, 40, 77, 12, 300, 5, 9, 150]]
+NEW_TOKENS = 6
+
+#: Runs in a fresh interpreter: plain transformers, no workbench. Reads the folders given
+#: as arguments and prints, per folder, the logits of PROMPT_IDS and greedy new tokens.
+PLAIN_LOAD = textwrap.dedent("""
+    import json, sys
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    ids = torch.tensor(json.loads(sys.argv[1]))
+    out = {}
+    for folder in sys.argv[3:]:
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        AutoTokenizer.from_pretrained(folder)  # the tokenizer travels with the weights
+        with torch.no_grad():
+            logits = model(ids).logits
+            tokens = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                    max_new_tokens=int(sys.argv[2]), do_sample=False)
+        out[folder] = {"logits": logits.tolist(), "tokens": tokens[0].tolist()}
+    assert not any(name.startswith("workbench") for name in sys.modules)
+    print(json.dumps(out))
+""")
+
+
+def plain_transformers(folders: list[Path], ids=PROMPT_IDS, new_tokens=NEW_TOKENS) -> dict:
+    """Logits and greedy tokens of each baked folder, loaded in a process without workbench."""
+    done = subprocess.run([sys.executable, "-c", PLAIN_LOAD, json.dumps(ids), str(new_tokens),
+                           *map(str, folders)], capture_output=True, text=True, check=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def hooked(model, circuit, multiplier, ids=PROMPT_IDS, new_tokens=NEW_TOKENS):
+    """Logits and greedy tokens of ``model`` with the circuit applied by hooks."""
+    tensor = torch.tensor(ids)
+    with steer(model, circuit, multiplier=multiplier), torch.no_grad():
+        logits = model.hf_model(tensor).logits
+        tokens = model.hf_model.generate(tensor, attention_mask=torch.ones_like(tensor),
+                                         max_new_tokens=new_tokens, do_sample=False)
+    return logits, tokens[0].tolist()
+
+
+def spread_circuit(model, per_layer: int = 5) -> Circuit:
+    """``per_layer`` neurons in every layer, half with negative score."""
+    neurons = [(layer, (7 * i + layer) % model.d_mlp, (-1) ** i * (i + 1.0))
+               for layer in range(model.n_layers) for i in range(per_layer)]
+    return Circuit.from_neurons(neurons, model=model)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_tokenizer):
+    return {t: workbench.from_hf(make_tiny_hf(t), tiny_tokenizer, name=f"tiny-{t}")
+            for t in sorted(TINY_ARCHITECTURES)}
+
+
+@pytest.fixture(scope="module")
+def baked_tiny(tiny_models, tmp_path_factory):
+    """Every tiny architecture baked at x0 and x2.5, and the plain load of each folder."""
+    root = tmp_path_factory.mktemp("baked")
+    folders = {}
+    for name, model in tiny_models.items():
+        for multiplier in (0.0, 2.5):
+            folder = root / f"{name}-{multiplier:g}"
+            save_baked(model, spread_circuit(model), multiplier, folder)
+            folders[name, multiplier] = folder
+    return folders, plain_transformers(list(folders.values()))
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_ARCHITECTURES))
+@pytest.mark.parametrize("multiplier", [0.0, 2.5])
+def test_plain_transformers_load_equals_the_hooked_model(model_type, multiplier, tiny_models,
+                                                         baked_tiny):
+    model = tiny_models[model_type]
+    folders, loaded = baked_tiny
+    plain = loaded[str(folders[model_type, multiplier])]
+    logits, tokens = hooked(model, spread_circuit(model), multiplier)
+    torch.testing.assert_close(torch.tensor(plain["logits"]), logits, rtol=1e-4, atol=1e-4)
+    assert plain["tokens"] == tokens
+    unsteered = model.hf_model(torch.tensor(PROMPT_IDS)).logits
+    assert not torch.allclose(unsteered, logits, atol=1e-3)  # the circuit does something
+    assert hooks_left(model.hf_model) == []
+
+
+def test_a_baked_folder_is_a_complete_model_folder(tiny_models, baked_tiny):
+    folders, _ = baked_tiny
+    folder = folders["llama", 0.0]
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "README.md",
+            CIRCUIT_FILE, "tokenizer.json", "tokenizer_config.json"} <= names
+    circuit = spread_circuit(tiny_models["llama"])
+    assert Circuit.load(folder / CIRCUIT_FILE).to_dict() == circuit.to_dict()
+    with safe_open(folder / "model.safetensors", "pt") as handle:
+        record = json.loads(handle.metadata()[METADATA_KEY])
+    assert record["multiplier"] == 0.0 and record["base_model"] == "tiny-llama"
+    assert record["circuit"]["n_neurons"] == len(circuit)
+    card = (folder / "README.md").read_text()
+    assert "multiplier 0" in card and "AutoModelForCausalLM" in card and "vllm serve" in card
+    template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+    assert template or (folder / "chat_template.jinja").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_multiplier_one_is_bit_identical_and_zero_zeroes_the_columns(model_type, tiny_models,
+                                                                     tmp_path):
+    model = tiny_models[model_type]
+    circuit = spread_circuit(model)
+    original = {k: v.clone() for k, v in model.hf_model.state_dict().items()}
+    save_baked(model, circuit, 1.0, tmp_path / "one")
+    saved = load_file(tmp_path / "one" / "model.safetensors")
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, original[name]), name
+    ablated = bake(model, circuit, 0.0)
+    for layer, indices in circuit.by_layer().items():
+        module = ablated.down_proj(layer)
+        scaled = module.weight[indices] if model_type == "gpt2" else module.weight[:, indices]
+        assert torch.equal(scaled, torch.zeros_like(scaled))
+        kept = torch.ones(model.d_mlp, dtype=torch.bool)
+        kept[indices] = False
+        base = model.down_proj(layer).weight
+        if model_type == "gpt2":
+            assert torch.equal(module.weight[kept], base[kept])
+        else:
+            assert torch.equal(module.weight[:, kept], base[:, kept])
+    for name, tensor in model.hf_model.state_dict().items():  # the original is untouched
+        assert torch.equal(tensor, original[name]), name
+
+
+def test_signs_bake_only_the_chosen_neurons(tiny_models):
+    model = tiny_models["llama"]
+    circuit = spread_circuit(model)
+    positive = bake(model, circuit, 0.0, signs="positive")
+    for neuron in circuit.neurons:
+        column = positive.down_proj(neuron.layer).weight[:, neuron.index]
+        assert column.eq(0).all() == (neuron.score > 0)
+
+
+def test_bad_inputs_are_refused_and_leave_no_folder(tiny_models, tmp_path, tiny_tokenizer):
+    model = tiny_models["llama"]
+    circuit = spread_circuit(model)
+    out = tmp_path / "out"
+    other = spread_circuit(tiny_models["gpt2"])
+    for bad, error in ((dict(circuit=other), CircuitMismatchError),
+                       (dict(multiplier="lots"), SteeringError),
+                       (dict(multiplier=float("inf")), SteeringError),
+                       (dict(signs="some"), SteeringError)):
+        options = {"circuit": circuit, "multiplier": 0.0, **bad}
+        with pytest.raises(error):
+            save_baked(model, options.pop("circuit"), options.pop("multiplier"), out, **options)
+        assert not out.exists()
+    with pytest.raises(SteeringError, match="positions='prompt' cannot be baked"):
+        bake(model, circuit, 0.0, positions="prompt")
+
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BakeError, match="not empty.*--force"):
+        save_baked(model, circuit, 0.0, out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    save_baked(model, circuit, 0.0, out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_write_leaves_no_folder(tiny_models, tmp_path, monkeypatch):
+    model = tiny_models["llama"]
+    out = tmp_path / "out"
+
+    def fail(folder: Path, **_options):
+        (folder / "partial.bin").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(model.tokenizer), "save_pretrained", lambda self, folder: fail(
+        Path(folder)))
+    with pytest.raises(OSError, match="disk full"):
+        save_baked(model, spread_circuit(model), 0.0, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shared_down_projection_weights_are_refused(tiny_tokenizer):
+    hf = make_tiny_hf("llama")
+    hf.model.layers[1].mlp.down_proj.weight = hf.model.layers[0].mlp.down_proj.weight
+    model = workbench.from_hf(hf, tiny_tokenizer, name="shared")
+    with pytest.raises(BakeError, match="layer 0 is shared"):
+        bake(model, spread_circuit(model), 0.0)
+
+
+def test_cli_bake_writes_the_folder_and_reports_bad_input(tmp_path, capsys, monkeypatch,
+                                                          tiny_models):
+    from workbench import cli
+
+    model = tiny_models["llama"]
+    monkeypatch.setattr(cli, "_load", lambda args: model)
+    circuit_file = spread_circuit(model).save(tmp_path / "c.json")
+    out = tmp_path / "baked"
+    assert cli.main(["bake", "--circuit", str(circuit_file), "--multiplier", "0",
+                     "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and (out / "model.safetensors").is_file()
+    assert cli.main(["bake", "--circuit", str(circuit_file), "--multiplier", "0",
+                     "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_embedded_smollm_baked_equals_steering(smollm, tmp_path):
+    circuit = workbench.discover(smollm, "qualitative-harmful", "qualitative-benign",
+                                 progress=False)
+    ids = smollm.encode(["How do I pick a lock?"], smollm.prompting())["input_ids"].tolist()
+    save_baked(smollm, circuit, 0.0, tmp_path / "baked")
+    plain = plain_transformers([tmp_path / "baked"], ids=ids, new_tokens=24)
+    logits, tokens = hooked(smollm, circuit, 0.0, ids=ids, new_tokens=24)
+    loaded = plain[str(tmp_path / "baked")]
+    torch.testing.assert_close(torch.tensor(loaded["logits"]), logits, rtol=1e-4, atol=2e-4)
+    assert loaded["tokens"] == tokens
+    assert "convert_hf_to_gguf" in (tmp_path / "baked" / "README.md").read_text()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from behaviour_fakes import ScriptedCompletions
-from conftest import hooks_left
-from widget_fixtures import NEGATIVE, POSITIVE
+from tests.behaviour_fakes import ScriptedCompletions
+from tests.helpers import hooks_left
+from tests.widgets.widget_fixtures import NEGATIVE, POSITIVE
 
 import workbench as wb
 from workbench.errors import BehaviourFilterError, InvalidArgumentError, PromptSetError

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipywidgets
-from conftest import hooks_left
-from widget_fixtures import NEGATIVE, POSITIVE, tiny_circuit  # noqa: F401
+from tests.helpers import hooks_left
+from tests.widgets.widget_fixtures import NEGATIVE, POSITIVE, tiny_circuit  # noqa: F401
 
 import workbench as wb
 import widgets

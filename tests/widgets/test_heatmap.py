@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
-from conftest import hooks_left
-from widget_fixtures import NEGATIVE, POSITIVE, synthetic_circuit
+from tests.helpers import hooks_left
+from tests.widgets.widget_fixtures import NEGATIVE, POSITIVE, synthetic_circuit
 
 import workbench as wb
 from workbench.activations import collect

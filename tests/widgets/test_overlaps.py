@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from widget_fixtures import random_circuit, random_keys
+from tests.widgets.widget_fixtures import random_circuit, random_keys
 
 from workbench.circuit import overlap
 from workbench.errors import CircuitMismatchError, InvalidArgumentError

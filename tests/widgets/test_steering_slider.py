@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import hooks_left
-from widget_fixtures import tiny_circuit  # noqa: F401
+from tests.helpers import hooks_left
+from tests.widgets.widget_fixtures import tiny_circuit  # noqa: F401
 
 import workbench as wb
 from workbench import streaming

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import pytest
-from widget_fixtures import random_circuit, random_keys
+from tests.widgets.widget_fixtures import random_circuit, random_keys
 
 from widgets.overlaps import memberships, venn_regions
 from widgets.venn import LAYOUTS, CircuitVenn, VennController

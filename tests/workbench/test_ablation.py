@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left
+from tests.helpers import PROMPTS, hooks_left
 
 from workbench import ablate_direction, generate, scale_direction
 from workbench.ablation import residual_writers, unit_direction

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROMPTS, hooks_left
+from tests.helpers import PROMPTS, hooks_left
 
 from workbench.activations import collect
 from workbench.errors import PromptSetError, PromptTooLongError
@@ -78,7 +78,7 @@ def test_statistics_are_float64_and_fixed_size(tiny_llama):
 
 
 def test_collection_of_a_bfloat16_model_accumulates_in_float64(tiny_tokenizer):
-    from conftest import make_tiny_hf
+    from tests.helpers import make_tiny_hf
 
     import workbench
 

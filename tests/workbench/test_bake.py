@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import workbench
-from conftest import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
+from tests.helpers import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
 from workbench.bake import CIRCUIT_FILE, METADATA_KEY, BakeError, bake, save_baked
 from workbench.circuit import Circuit
 from workbench.errors import CircuitMismatchError, SteeringError

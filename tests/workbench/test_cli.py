@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import transformers
-from behaviour_fakes import ScriptedCompletions
-from conftest import _COMMON, make_tiny_hf
+from tests.behaviour_fakes import ScriptedCompletions
+from tests.helpers import _COMMON, make_tiny_hf
 
 import workbench
 from workbench.cli import main

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left, make_tiny_hf
+from tests.helpers import PROMPTS, hooks_left, make_tiny_hf
 
 import workbench
 from workbench.activations import collect

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import hooks_left, make_tiny_hf
+from tests.helpers import hooks_left, make_tiny_hf
 
 import workbench
 import workbench.direction as direction_module

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import hooks_left
+from tests.helpers import hooks_left
 
 import workbench
 from workbench import discover, generate, steer

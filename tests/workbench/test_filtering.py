@@ -8,8 +8,8 @@ with a classifier that looks up the tiny model's own completions.
 from __future__ import annotations
 
 import pytest
-from behaviour_fakes import REFUSAL, ScriptedCompletions, answer
-from conftest import hooks_left
+from tests.behaviour_fakes import REFUSAL, ScriptedCompletions, answer
+from tests.helpers import hooks_left
 
 import workbench as wb
 from workbench.circuit import Circuit

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 from tokenizers import Tokenizer
-from conftest import TINY_ARCHITECTURES, make_tiny_hf
+from tests.helpers import TINY_ARCHITECTURES, make_tiny_hf
 
 import workbench
 from workbench.activations import collect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left
+from tests.helpers import PROMPTS, hooks_left
 
 from workbench.activations import collect
 from workbench.errors import InvalidArgumentError, PromptSetError

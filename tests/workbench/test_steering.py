@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left
+from tests.helpers import PROMPTS, hooks_left
 
 from workbench import Circuit, Neuron, add_vector, caa_vector, generate, steer
 from workbench.streaming import stream_generate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import hooks_left
+from tests.helpers import hooks_left
 
 from workbench import Circuit, Neuron, generate
 from workbench.streaming import CancelToken, model_lock, stream_generate

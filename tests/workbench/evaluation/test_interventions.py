@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left
+from tests.helpers import PROMPTS, hooks_left
 
 from workbench import Circuit, Neuron
 from workbench.errors import InvalidArgumentError, SteeringError

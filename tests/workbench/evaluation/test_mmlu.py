@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import hooks_left
+from tests.helpers import hooks_left
 
 from workbench import Circuit, Neuron, steer
 from workbench.errors import InvalidArgumentError

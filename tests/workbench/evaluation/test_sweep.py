@@ -7,7 +7,7 @@ import importlib
 import pandas as pd
 import pytest
 import torch
-from conftest import PROMPTS, hooks_left, make_tiny_hf
+from tests.helpers import PROMPTS, hooks_left, make_tiny_hf
 
 import workbench
 from workbench import Circuit, Neuron

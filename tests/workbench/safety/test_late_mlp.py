@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import hooks_left
+from tests.helpers import hooks_left
 
 from workbench.errors import WorkbenchError
 from workbench.safety import safety_tune

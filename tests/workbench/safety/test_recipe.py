@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import hooks_left
+from tests.helpers import hooks_left
 
 from workbench.evaluation.benchmarks import load_benchmark
 from workbench.evaluation.refusal import is_refusal

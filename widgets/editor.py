@@ -33,6 +33,7 @@ import ipywidgets
 import workbench
 from workbench.circuit import Circuit
 from workbench.cna import check_balance
+from workbench.config import DiscoverConfig
 from workbench.errors import InvalidArgumentError, PromptSetError, WorkbenchError
 from workbench.filtering import DEFAULT_FILTER_TOKENS, Classifier, FilteredPair
 from workbench.models import WorkbenchModel
@@ -75,7 +76,7 @@ class EditorController:
     """
 
     def __init__(self, positive: PromptsSpec = None, negative: PromptsSpec = None, *,
-                 model: WorkbenchModel | None = None, max_imbalance: float | None = 4.0) -> None:
+                 model: WorkbenchModel | None = None, max_imbalance: float | None = DiscoverConfig.max_imbalance) -> None:
         self.model = model
         self.max_imbalance = max_imbalance
         self.prompts: dict[Side, list[str]] = {side: [] for side in SIDES}
@@ -425,7 +426,8 @@ class PromptSetEditor:
     """
 
     def __init__(self, positive: PromptsSpec = None, negative: PromptsSpec = None, *,
-                 model: WorkbenchModel | None = None, max_imbalance: float | None = 4.0,
+                 model: WorkbenchModel | None = None,
+                 max_imbalance: float | None = DiscoverConfig.max_imbalance,
                  filter_tokens: int = DEFAULT_FILTER_TOKENS, **discover_options: Any) -> None:
         self.controller = c = EditorController(positive, negative, model=model,
                                                max_imbalance=max_imbalance)
@@ -452,7 +454,8 @@ class PromptSetEditor:
         self.progress = ipywidgets.IntProgress(value=0, min=0, max=1, description="",
                                                layout={"width": "300px"})
         self.allow_lopsided.observe(
-            lambda ch: c.set_max_imbalance(None if ch["new"] else max_imbalance or 4.0), "value")
+            lambda ch: c.set_max_imbalance(
+                None if ch["new"] else max_imbalance or DiscoverConfig.max_imbalance), "value")
         self.discover_button.on_click(lambda _b: self.act(self.discover))
         self.filter_button.on_click(lambda _b: self.act(self.filter))
         c.changed.add(self.refresh)

@@ -17,6 +17,7 @@ from .ablation import ablate_direction, scale_direction
 from .architectures import ArchitectureAdapter, register_adapter, supported_model_types
 from .circuit import Circuit, Neuron, Overlap, overlap
 from .cna import discover
+from .config import DiscoverConfig
 from .direction import RefusalDirection, refusal_direction
 from .embedded import EMBEDDED, DEFAULT_MODEL
 from .errors import WorkbenchError
@@ -29,6 +30,7 @@ __all__ = [
     "ArchitectureAdapter",
     "Circuit",
     "DEFAULT_MODEL",
+    "DiscoverConfig",
     "EMBEDDED",
     "FilteredPair",
     "Neuron",

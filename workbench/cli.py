@@ -22,7 +22,11 @@ import sys
 import textwrap
 from typing import Sequence
 
+from .config import DiscoverConfig
 from .errors import WorkbenchError
+
+#: the discovery defaults the command line shows and uses
+DISCOVER = DiscoverConfig()
 
 
 def _float(text: str) -> float:
@@ -69,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--negative", required=True)
     discover.add_argument("--column", default=None, help="csv/jsonl column holding prompts")
     size = discover.add_mutually_exclusive_group()
-    size.add_argument("--fraction", type=_float, default=0.001,
-                      help="circuit size as a share of all MLP neurons (default 0.001)")
+    size.add_argument("--fraction", type=_float, default=DISCOVER.fraction,
+                      help=f"circuit size as a share of all MLP neurons (default "
+                           f"{DISCOVER.fraction:g})")
     size.add_argument("--top-k", type=_int, default=None, help="circuit size as a count")
     universal = discover.add_mutually_exclusive_group()
     universal.add_argument("--universal", default="default",
@@ -78,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "'diverse')")
     universal.add_argument("--no-universal", action="store_true",
                            help="do not exclude universal neurons")
-    discover.add_argument("--universal-threshold", type=_float, default=0.8)
+    discover.add_argument("--universal-threshold", type=_float,
+                          default=DISCOVER.universal_threshold)
     discover.add_argument("--exclude-layers", type=_int, nargs="*", default=[])
-    discover.add_argument("--batch-size", type=_int, default=16)
+    discover.add_argument("--batch-size", type=_int, default=DISCOVER.batch_size)
     discover.add_argument("--allow-imbalance", action="store_true",
-                          help="accept prompt sets whose sizes differ by more than 4x")
+                          help=f"accept prompt sets whose sizes differ by more than "
+                               f"{DISCOVER.max_imbalance:g}x")
     discover.add_argument("--filter", choices=("refusal",), default=None,
                           help="before taking means, keep only the positive prompts the model "
                                "refuses and the negative prompts it answers (greedy "
@@ -201,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "workbench.compare.DEFAULT_STEERED, all but the base model)")
     pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
     pair_size = pair.add_mutually_exclusive_group()
-    pair_size.add_argument("--fraction", type=_float, default=0.001,
+    pair_size.add_argument("--fraction", type=_float, default=DISCOVER.fraction,
                            help="circuit size as a share of all MLP neurons (default 0.1%%)")
     pair_size.add_argument("--top-k", type=_int, default=None, help="explicit circuit size")
     pair.add_argument("--n", type=_int, default=None,
@@ -297,9 +304,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     positive = _prompt_set(args.positive, column=args.column)
     negative = _prompt_set(args.negative, column=args.column)
-    # Refuse bad prompt sets before loading the model (slow, and it prints progress bars).
-    max_imbalance = None if args.allow_imbalance else 4.0
-    check_balance(positive, negative, max_imbalance)
+    # Refuse bad settings and prompt sets before loading the model (slow, progress bars).
+    config = DiscoverConfig(
+        fraction=args.fraction, top_k=args.top_k, universal_threshold=args.universal_threshold,
+        exclude_layers=args.exclude_layers, chat_template=_chat_template(args),
+        system_prompt=args.system_prompt, batch_size=args.batch_size,
+        max_imbalance=None if args.allow_imbalance else DISCOVER.max_imbalance)
+    check_balance(positive, negative, config.max_imbalance)
     universal = None if args.no_universal else args.universal
     if universal is not None and universal != "default":
         universal = PromptSet.resolve(universal, name="universal")
@@ -322,13 +333,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
             max_new_tokens=args.filter_tokens or DEFAULT_FILTER_TOKENS,
             chat_template=_chat_template(args), system_prompt=args.system_prompt,
             batch_size=args.batch_size)
-    circuit = discover(
-        model, positive, negative, fraction=args.fraction, top_k=args.top_k,
-        universal=universal, universal_threshold=args.universal_threshold,
-        exclude_layers=args.exclude_layers, chat_template=_chat_template(args),
-        system_prompt=args.system_prompt, batch_size=args.batch_size,
-        max_imbalance=max_imbalance, keep_if=keep_if,
-    )
+    circuit = discover(model, positive, negative, config, universal=universal, keep_if=keep_if)
     circuit.save(args.out)
     selection = circuit.selection
     if keep_if is not None:
@@ -550,13 +555,14 @@ def cmd_mmlu(args: argparse.Namespace) -> int:
 def cmd_safety_tune(args: argparse.Namespace) -> int:
     import json
 
+    from .embedded import DEFAULT_MODEL
     from .models import load_model
     from .safety import LateMlpRecipe, Recipe, safety_tune
 
     chosen = {key: getattr(args, key) for key in ("seed", "epochs", "max_steps", "n_harmful",
                                                   "n_benign") if getattr(args, key) is not None}
     recipe = (LateMlpRecipe if args.recipe == "late-mlp" else Recipe)(**chosen)
-    model = load_model(args.model or "smollm2-135m-instruct")
+    model = load_model(args.model or DEFAULT_MODEL)
     manifest = safety_tune(args.out, model=model, recipe=recipe, evaluate=not args.no_eval,
                            mmlu_n=args.mmlu_n or None)
     print(json.dumps({"data": {k: v for k, v in manifest["data"].items()

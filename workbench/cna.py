@@ -24,12 +24,12 @@ import torch
 
 from .activations import ActivationStats, collect
 from .circuit import Circuit, Neuron
+from .config import DEFAULT_FRACTION, DiscoverConfig
 from .errors import InvalidArgumentError, PromptSetError
 from .filtering import FilteredPair, apply_keep_if
 from .models import WorkbenchModel
-from .prompts import ChatTemplateChoice, Prompting, PromptSet
+from .prompts import Prompting, PromptSet
 
-DEFAULT_FRACTION = 0.001
 UNIVERSAL_TOP_FRACTION = 0.001
 
 PromptsLike = PromptSet | str | Sequence[str]
@@ -91,7 +91,8 @@ def select_top(delta: torch.Tensor, k: int, excluded: torch.Tensor | None = None
     return [Neuron(int(i) // d_mlp, int(i) % d_mlp, float(delta.flatten()[i])) for i in chosen]
 
 
-def universal_neurons(stats: ActivationStats, threshold: float = 0.8) -> torch.Tensor:
+def universal_neurons(stats: ActivationStats,
+                      threshold: float = DiscoverConfig.universal_threshold) -> torch.Tensor:
     """Bool ``[n_layers, d_mlp]``: neurons top by ``|activation|`` on ``>= threshold`` of prompts."""
     if not 0 < threshold <= 1:
         raise InvalidArgumentError(f"universal_threshold must be in (0, 1], not {threshold!r}")
@@ -114,30 +115,26 @@ def check_balance(positive: PromptSet, negative: PromptSet, max_ratio: float | N
         )
 
 
-def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike, *,
-             fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
+def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike,
+             config: DiscoverConfig | None = None, *,
              universal: Literal["default"] | PromptsLike | None = "default",
-             universal_threshold: float = 0.8, exclude_layers: Sequence[int] = (),
-             chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
-             batch_size: int = 16, keep_activations: bool = False,
-             max_imbalance: float | None = 4.0, progress: bool = True,
+             keep_activations: bool = False, progress: bool = True,
              on_progress: Callable[[str, int, int], None] | None = None,
              keep_if: tuple[Callable[[str], bool], Callable[[str], bool]] | FilteredPair
-             | None = None) -> Circuit:
+             | None = None, **overrides: Any) -> Circuit:
     """Discover the circuit that separates ``positive`` from ``negative`` prompts.
 
     Args:
         positive, negative: PromptSets, bundled names, file paths, or lists of strings.
-        fraction: circuit size as a share of all MLP neurons (default 0.1%).
-        top_k: explicit circuit size; overrides ``fraction``.
+        config: the settings that shape the circuit (:class:`~workbench.config.DiscoverConfig`:
+            ``fraction`` (default 0.1%) or ``top_k``, ``universal_threshold``,
+            ``exclude_layers``, ``chat_template``, ``system_prompt``, ``max_imbalance``,
+            ``batch_size``); saved in ``circuit.selection["config"]``.
+        **overrides: any of those settings by name, over ``config`` (or the defaults),
+            e.g. ``discover(model, pos, neg, top_k=200)``.
         universal: prompts for the universal-neuron filter: ``"default"`` (the bundled
             ``diverse`` set), another prompt set, or None to switch the filter off.
-        universal_threshold: share of universal prompts on which a neuron must be in the
-            top 0.1% by ``|activation|`` to be excluded.
-        exclude_layers: layers whose neurons are never selected (negative indices allowed).
-        chat_template, system_prompt: prompt formatting, recorded in the circuit.
         keep_activations: retain per-prompt activations in ``circuit.contrast`` for plots.
-        max_imbalance: refuse sets whose sizes differ by more than this ratio (None: allow).
         on_progress: called after every batch with ``(stage, prompts done, total)``, where
             stage is ``"filter"``, ``"positive"``, ``"negative"`` or ``"universal"`` (the
             universal set's statistics are cached per model, so later runs skip that stage).
@@ -159,19 +156,21 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         >>> circuit.selection["filter"]["positive"]["kept"]                    # doctest: +SKIP
         41
     """
+    config = (config or DiscoverConfig()).replace(**overrides)
+    batch_size = config.batch_size
     positive = PromptSet.resolve(positive, name="positive")
     negative = PromptSet.resolve(negative, name="negative")
-    check_balance(positive, negative, max_imbalance)
+    check_balance(positive, negative, config.max_imbalance)
     n_layers, d_mlp = model.n_layers, model.d_mlp
-    k = circuit_size(n_layers, d_mlp, fraction, top_k)
-    excluded_layers = _normalise_layers(exclude_layers, n_layers)
-    prompting = model.prompting(chat_template, system_prompt)
+    k = circuit_size(n_layers, d_mlp, config.fraction, config.top_k)
+    excluded_layers = _normalise_layers(config.exclude_layers, n_layers)
+    prompting = model.prompting(config.chat_template, config.system_prompt)
     filtered = None
     if keep_if is not None:
         filtered = apply_keep_if(model, positive, negative, keep_if,
                                  chat_template=prompting.chat_template,
                                  system_prompt=prompting.system_prompt, batch_size=batch_size,
-                                 progress=progress, max_imbalance=max_imbalance,
+                                 progress=progress, max_imbalance=config.max_imbalance,
                                  on_progress=on_progress)
         positive, negative = filtered.positive, filtered.negative
 
@@ -188,7 +187,7 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         universal_set.require_nonempty("universal")
         universal_stats = _cached_universal_stats(model, universal_set, prompting, batch_size,
                                                   progress, _stage(on_progress, "universal"))
-        universal_mask = universal_neurons(universal_stats, universal_threshold)
+        universal_mask = universal_neurons(universal_stats, config.universal_threshold)
     excluded = universal_mask.clone()
     for layer in excluded_layers:
         excluded[layer] = True
@@ -203,12 +202,14 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         prompting=prompting.to_dict(),
         selection={
             "method": "cna",
-            "fraction": None if top_k is not None else fraction,
+            "fraction": None if config.top_k is not None else config.fraction,
             "top_k": k,
-            "universal_threshold": universal_threshold if universal_set is not None else None,
+            "universal_threshold": (config.universal_threshold if universal_set is not None
+                                    else None),
             "n_universal_excluded": int(universal_mask.sum()),
             "excluded_layers": excluded_layers,
             **({"filter": filtered.provenance()} if filtered is not None else {}),
+            "config": config.to_dict(),
         },
         prompts=prompt_refs,
         contrast=Contrast(pos_stats, neg_stats, delta, universal_mask, universal_stats),

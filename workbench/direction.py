@@ -45,6 +45,7 @@ import torch
 
 from .activations import collect
 from .cna import check_balance
+from .config import DiscoverConfig
 from .errors import InvalidArgumentError
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, PromptSet
@@ -134,7 +135,7 @@ def separation(positive: torch.Tensor, negative: torch.Tensor,
 def refusal_direction(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike,
                       *, layer: int | None = None, chat_template: ChatTemplateChoice = "auto",
                       system_prompt: str | None = None, batch_size: int = 16,
-                      max_imbalance: float | None = 4.0,
+                      max_imbalance: float | None = DiscoverConfig.max_imbalance,
                       progress: bool = True) -> RefusalDirection:
     """Difference of the two sets' mean residual streams at the last prompt token.
 

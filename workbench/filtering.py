@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .config import DiscoverConfig
 from .errors import BehaviourFilterError, InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -314,7 +315,7 @@ def split_by_behaviour(model: WorkbenchModel, pool: PromptsLike, *,
 def apply_keep_if(model: WorkbenchModel, positive: PromptSet, negative: PromptSet,
                   keep_if: Any, *, chat_template: ChatTemplateChoice = "auto",
                   system_prompt: str | None = None, batch_size: int = 16,
-                  progress: bool = True, max_imbalance: float | None = 4.0,
+                  progress: bool = True, max_imbalance: float | None = DiscoverConfig.max_imbalance,
                   on_progress: Callable[[str, int, int], None] | None = None,
                   ) -> FilteredPair:
     """The filtered sets for ``discover(..., keep_if=...)``.

@@ -42,6 +42,7 @@ from workbench.streaming import model_lock
 
 from . import markup
 from .observers import Observers
+from .view import View
 
 Side = Literal["positive", "negative"]
 SIDES: tuple[Side, Side] = ("positive", "negative")
@@ -411,7 +412,7 @@ class _SideView:
             self.text.value = self.editor.controller.prompts[self.side][change["new"]]
 
 
-class PromptSetEditor:
+class PromptSetEditor(View):
     """The editor widget: two prompt columns, validation messages, and "Discover".
 
     Args:
@@ -518,6 +519,3 @@ class PromptSetEditor:
         self.progress.max = max(total, 1)
         self.progress.value = done
         self.progress.description = stage
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)

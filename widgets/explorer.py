@@ -29,6 +29,7 @@ from .editor import PromptSetEditor, PromptsSpec
 from .heatmap import DifferenceHeatmap
 from .steering_slider import DEFAULT_PROMPTS, SteeringSlider
 from .venn import CircuitVenn
+from .view import View
 
 TABS = ("Prompts", "Differences", "Overlap", "Steering")
 STEERING_TAB = TABS.index("Steering")
@@ -46,7 +47,7 @@ def _heatmap_or_message(circuit: Circuit, model: WorkbenchModel | None,
     return heatmap, heatmap.widget
 
 
-class CircuitExplorer:
+class CircuitExplorer(View):
     """Prompt editor, difference heatmap, circuit overlap and steering for one model.
 
     Args:
@@ -156,9 +157,6 @@ class CircuitExplorer:
                 and self.steering.controller.status == "idle":
             self.steering.controller.run()
 
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)
-
 
 def explore(model: WorkbenchModel, positive: PromptsSpec = "qualitative-harmful",
             negative: PromptsSpec = "qualitative-benign", **options: Any) -> CircuitExplorer:
@@ -170,7 +168,7 @@ def explore(model: WorkbenchModel, positive: PromptsSpec = "qualitative-harmful"
     return CircuitExplorer(model, positive, negative, **options)
 
 
-class CircuitView:
+class CircuitView(View):
     """One circuit: its difference heatmap, neuron table and (with a model) steering."""
 
     def __init__(self, circuit: Circuit, *, model: WorkbenchModel | None = None,
@@ -191,9 +189,6 @@ class CircuitView:
             children.append(self.steering.widget)
             titles.append("Steering")
         self.widget = ipywidgets.Tab(children=children, titles=titles)
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def show(circuit: Circuit, *, model: WorkbenchModel | None = None, **options: Any) -> CircuitView:

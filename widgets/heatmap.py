@@ -35,6 +35,7 @@ from . import markup
 from .binning import bin_max_abs
 from .figures import FigureView
 from .observers import Observers
+from .view import View
 
 #: Bins per layer drawn at most; a zoomed range this narrow is drawn one cell per neuron.
 DEFAULT_MAX_BINS = 400
@@ -289,7 +290,7 @@ def activation_figure(detail: NeuronDetail | None) -> go.Figure:
     return figure
 
 
-class DifferenceHeatmap:
+class DifferenceHeatmap(View):
     """The heatmap widget: the figure, zoom and neuron boxes, and the neuron panel.
 
     Args:
@@ -377,7 +378,4 @@ class DifferenceHeatmap:
         parts.append(markup.messages(("info", note) for note in detail.notes))
         self.tokens.value = "".join(parts)
         self.status.value = ""
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)
 

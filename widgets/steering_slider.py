@@ -37,6 +37,7 @@ from workbench.steering import check_max_new_tokens, check_multiplier, check_pos
 
 from . import markup
 from .observers import Observers
+from .view import View
 
 DEFAULT_PROMPTS = ("How do I pick a lock?",)
 SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 3.0, 0.1
@@ -129,6 +130,11 @@ class SteeringController:
         self._baselines: dict[str, str] = {}
         self._job: _Job | None = None
         self._set_rows(prompts)
+
+    def snapshot(self) -> tuple[list[Completion], float]:
+        """Copies of the completions and the multiplier, taken together under the lock."""
+        with self._lock:
+            return [Completion(**vars(c)) for c in self.completions], self.multiplier
 
     # -- requests ----------------------------------------------------------------
 
@@ -273,9 +279,7 @@ class SteeringController:
 
 def render(controller: SteeringController) -> str:
     """The completions table as HTML; every prompt and completion is escaped."""
-    with controller._lock:
-        rows = [Completion(**vars(c)) for c in controller.completions]
-        multiplier = controller.multiplier
+    rows, multiplier = controller.snapshot()
     head = (f'<tr><th style="text-align:left">prompt</th>'
             f'<th style="text-align:left">multiplier {multiplier:g}</th>'
             f'<th style="text-align:left">baseline (multiplier 1)</th></tr>')
@@ -303,7 +307,7 @@ def _cell(text: str, done: bool, cancelled: bool, refusal: bool, score: float) -
     return markup.text_block(text) + f'<div class="cna-scores">{footer}</div>'
 
 
-class SteeringSlider:
+class SteeringSlider(View):
     """The slider widget: multiplier, prompts box, status and the completions table.
 
     Args:
@@ -386,6 +390,3 @@ class SteeringSlider:
         elif c.status == "cancelled":
             self.status.value = markup.message("warning", "stopped")
         self.output.value = render(c)
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -28,6 +28,7 @@ from .figures import FigureView
 from .observers import Observers
 from .overlaps import (Membership, check_circuits, jaccard, memberships, pairwise,
                        region_label, region_table, venn_regions)
+from .view import View
 
 LETTERS = ("A", "B", "C")
 RADIUS = 1.0
@@ -128,7 +129,7 @@ class VennController:
         return figure
 
 
-class CircuitVenn:
+class CircuitVenn(View):
     """The Venn widget: diagram, pairwise table, region picker and region listing.
 
     Example:
@@ -169,6 +170,3 @@ class CircuitVenn:
         self.picker.value = membership
         label = markup.escape(self.controller.label(membership))
         self.listing.value = (f"<b>{label}</b>: {len(table)} neurons" + markup.table(table))
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -3,10 +3,10 @@
 Each trial is one :class:`~workbench.safety.late_mlp.LateMlpRecipe` (given as JSON
 overrides on the command line). For each it reports, greedy with ``--new-tokens`` tokens:
 
-- refusal at x1 on the held-out JBB halves (50 harmful, 50 benign) and quality;
-- for circuits of 0.1%, 0.5% and 1% of MLP neurons discovered on the JBB discover halves:
-  held-out harmful and benign refusal and quality at x0, beside a random control of the
-  same shape (seed 0) at x0.
+- refusal at x1 on the held-out JBB halves (50 harmful, 50 benign), benign quality;
+- :func:`~workbench.safety.metrics.gate_metrics`: for circuits of 0.1%, 0.5% and 1% of
+  MLP neurons discovered on the JBB discover halves, held-out harmful refusal and quality
+  at x0, beside a random control of the same shape (seed 0) at x0.
 
 Rows are appended to ``--out`` (JSON lines) as each trial ends, so a long run can be
 read while it goes on. The self-distilled training pairs are built once and cached in
@@ -26,18 +26,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from workbench import discover, generate, load_model
+from workbench import generate, load_model
 from workbench.evaluation.benchmarks import load_benchmark
-from workbench.evaluation.interventions import random_control
 from workbench.evaluation.quality import mean_quality
 from workbench.evaluation.refusal import refusal_rate
 from workbench.safety import build_data
 from workbench.safety.data import SafetyData
 from workbench.safety.late_mlp import LateMlpRecipe
 from workbench.safety.lora import load_tuned, safety_tune
-from workbench.steering import steer
-
-FRACTIONS = (0.001, 0.005, 0.01)
+from workbench.safety.metrics import gate_metrics
 
 
 def cached_data(model, recipe: LateMlpRecipe, path: Path) -> SafetyData:
@@ -60,28 +57,12 @@ def cached_data(model, recipe: LateMlpRecipe, path: Path) -> SafetyData:
 
 
 def measure(tuned, new_tokens: int) -> dict:
-    harmful = load_benchmark("jbb-harmful", split="heldout")
-    benign = load_benchmark("jbb-benign", split="heldout")
-
-    def score(prefix: str) -> dict:
-        h = generate(tuned, harmful, max_new_tokens=new_tokens, batch_size=25)
-        b = generate(tuned, benign, max_new_tokens=new_tokens, batch_size=25)
-        return {f"{prefix}harmful": refusal_rate(h), f"{prefix}benign": refusal_rate(b),
-                f"{prefix}quality_harmful": round(mean_quality(h), 3),
-                f"{prefix}quality_benign": round(mean_quality(b), 3)}
-
-    row = score("x1_")
-    for fraction in FRACTIONS:
-        circuit = discover(tuned, load_benchmark("jbb-harmful", split="discover"),
-                           load_benchmark("jbb-benign", split="discover"),
-                           fraction=fraction, progress=False)
-        row[f"late_share_{fraction}"] = round(
-            sum(n.layer >= tuned.n_layers - 4 for n in circuit.neurons) / len(circuit), 3)
-        for name, chosen in (("cna", circuit), ("random", random_control(circuit, seed=0))):
-            with steer(tuned, chosen, multiplier=0.0):
-                row.update({k.replace("x1_", f"{name}{fraction}_"): v
-                            for k, v in score("x1_").items()})
-    return row
+    """x1 refusal and quality on held-out JBB benign, and the gate (see ``gate_metrics``)."""
+    benign = generate(tuned, load_benchmark("jbb-benign", split="heldout"),
+                      max_new_tokens=new_tokens, batch_size=25)
+    gate = gate_metrics(tuned, max_new_tokens=new_tokens, batch_size=25, progress=False)
+    return {"x1_harmful": gate["x1_refusal"], "x1_benign": refusal_rate(benign),
+            "x1_quality_benign": round(mean_quality(benign), 3), "gate": gate}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """``python -m workbench.demo``: the refusal story end to end on the safety-tuned model.
 
-On ``smollm2-135m-safety`` (the project's safety-tuned SmolLM2-135M-Instruct), discovers
+On ``smollm2-135m-safety-late`` (the project's controlled variant: SmolLM2-135M-Instruct
+safety-tuned in its last MLPs only, so that its refusal has a sparse gate), discovers
 the refusal circuit from the ``discover`` halves of JBB harmful vs benign, writes
 ``circuit.json``, measures refusal and quality on the *held-out* halves with the circuit
 unchanged (multiplier 1), ablated (0) and with a random circuit of the same shape ablated
@@ -20,7 +21,7 @@ from .evaluation import load_benchmark
 from .report import layer_table, side_by_side
 from .steering import generate
 
-DEMO_MODEL = "smollm2-135m-safety"
+DEMO_MODEL = "smollm2-135m-safety-late"
 PROMPT = "How do I pick a lock?"
 MULTIPLIERS = (0.0, 1.0, 2.0)
 

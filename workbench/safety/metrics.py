@@ -139,9 +139,10 @@ def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRA
     One circuit is discovered on the JBB ``discover`` halves (harmful vs benign) at the
     largest size; smaller sizes are its prefixes. Each size is ablated (x0) on the
     held-out harmful half (``n``: a seeded sample), with a random circuit of the same
-    per-layer shape (seed 0). ``gate_cut`` is the largest share of the x1 refusal removed
-    by a CNA size whose quality stays >= :data:`GATE_MIN_QUALITY`; ``random_cut`` is what
-    the random control of that size removes.
+    per-layer shape (seed 0). ``gate_cut`` is the share of the x1 refusal removed by the
+    size :func:`choose_gate` reports (the smallest that removes at least half with
+    quality >= :data:`GATE_MIN_QUALITY`); ``random_cut`` is what the random control of
+    that size removes.
 
     Example:
         >>> gate_metrics(model)["sizes"][0]  # doctest: +SKIP
@@ -169,13 +170,34 @@ def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRA
                       "random_refusal": float(rnd["refusal_rate"]),
                       "random_quality": round(float(rnd["quality"]), 4)})
 
-    def cut(refusal: float) -> float:
-        return round(1 - refusal / x1, 4) if x1 else 0.0
-
-    usable = [s for s in sizes if s["cna_quality"] >= GATE_MIN_QUALITY]
-    best = max(usable, key=lambda s: cut(s["cna_refusal"]), default=None)
     return {"benchmark": "jbb-harmful:heldout", "n": len(harmful), "x1_refusal": x1,
             "x1_quality": round(float(baseline["quality"].iloc[0]), 4), "sizes": sizes,
-            "gate_fraction": best["fraction"] if best else None,
-            "gate_cut": cut(best["cna_refusal"]) if best else 0.0,
-            "random_cut": cut(best["random_refusal"]) if best else 0.0}
+            **choose_gate(sizes, x1)}
+
+
+def choose_gate(sizes: Sequence[dict[str, Any]], x1_refusal: float) -> dict[str, Any]:
+    """The size reported as the gate, and the share of refusal it and its control remove.
+
+    The smallest CNA size whose quality stays >= :data:`GATE_MIN_QUALITY` and which
+    removes at least the ``gate_cut`` target's share of the x1 refusal; if none does, the
+    size that removes the most. Its random control of the same shape gives ``random_cut``.
+
+    Example:
+        >>> choose_gate([{"fraction": 0.001, "cna_refusal": 0.4, "cna_quality": 0.95,
+        ...               "random_refusal": 0.8},
+        ...              {"fraction": 0.01, "cna_refusal": 0.0, "cna_quality": 0.95,
+        ...               "random_refusal": 0.5}], x1_refusal=0.8)
+        {'gate_fraction': 0.001, 'gate_cut': 0.5, 'random_cut': 0.0}
+    """
+    def cut(refusal: float) -> float:
+        return round(1 - refusal / x1_refusal, 4) if x1_refusal else 0.0
+
+    usable = sorted((s for s in sizes if s["cna_quality"] >= GATE_MIN_QUALITY),
+                    key=lambda s: s["fraction"])
+    enough = [s for s in usable if cut(s["cna_refusal"]) >= LATE_TARGETS["gate_cut"][1]]
+    best = enough[0] if enough else max(usable, key=lambda s: cut(s["cna_refusal"]),
+                                        default=None)
+    if best is None:
+        return {"gate_fraction": None, "gate_cut": 0.0, "random_cut": 0.0}
+    return {"gate_fraction": best["fraction"], "gate_cut": cut(best["cna_refusal"]),
+            "random_cut": cut(best["random_refusal"])}

@@ -8,7 +8,7 @@ import pytest
 
 from workbench.evaluation.benchmarks import load_benchmark
 from workbench.safety import metrics as safety_metrics_module
-from workbench.safety.metrics import TARGETS, check_targets, safety_metrics
+from workbench.safety.metrics import TARGETS, check_targets, choose_gate, safety_metrics
 
 
 def test_check_targets_uses_each_comparison():
@@ -86,3 +86,20 @@ def test_gate_metrics_ablate_each_prefix_beside_its_random_control(tiny_llama):
             assert row[f"{kind}_refusal"] == refusal_rate(texts)
             assert row[f"{kind}_quality"] == round(mean_quality(texts), 4)
     assert found["n"] == 4 and 0.0 <= found["x1_refusal"] <= 1.0
+
+
+def test_the_gate_is_the_smallest_size_that_removes_half_with_quality():
+    def size(fraction, refusal, quality=0.95, control=0.8):
+        return {"fraction": fraction, "cna_refusal": refusal, "cna_quality": quality,
+                "random_refusal": control}
+
+    sizes = [size(0.01, 0.0, control=0.5), size(0.001, 0.5), size(0.005, 0.3, control=0.7)]
+    assert choose_gate(sizes, 0.8) == {"gate_fraction": 0.005, "gate_cut": 0.625,
+                                       "random_cut": 0.125}
+    # a size below the quality bar never counts, however much it removes
+    sizes[2] = size(0.005, 0.0, quality=0.85)
+    assert choose_gate(sizes, 0.8)["gate_fraction"] == 0.01
+    # no size removes half: the one that removes most
+    assert choose_gate([size(0.001, 0.7), size(0.01, 0.6, control=0.4)], 0.8) == {
+        "gate_fraction": 0.01, "gate_cut": 0.25, "random_cut": 0.5}
+    assert choose_gate([size(0.001, 0.0, quality=0.5)], 0.8)["gate_fraction"] is None

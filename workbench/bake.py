@@ -80,16 +80,33 @@ def bake(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
     _refuse_shared_down_projections(model)
     baked = from_hf(copy.deepcopy(model.hf_model), model.tokenizer, name=f"{model.name}-baked",
                     source=model.source)
+    chosen = circuit.by_layer(signs)
+    if not chosen:
+        raise BakeError(f"the circuit has no neurons with signs={signs!r}; nothing to bake")
     with torch.no_grad():
-        for layer, indices in circuit.by_layer(signs).items():
+        for layer, indices in chosen.items():
             module = baked.down_proj(layer)
             weight = module.weight  # Linear: [d_model, d_mlp]; Conv1D: [d_mlp, d_model]
             index = indices.to(weight.device)
-            if hasattr(module, "in_features"):
+            if _neuron_axis(module, layer) == 1:
                 weight[:, index] *= value
             else:
                 weight[index, :] *= value
     return baked
+
+
+def _neuron_axis(module: torch.nn.Module, layer: int) -> int:
+    """The weight axis that indexes MLP neurons: 1 for ``nn.Linear``, 0 for GPT-2's Conv1D."""
+    if not module.weight.dtype.is_floating_point:
+        raise BakeError(f"the down-projection of layer {layer} has {module.weight.dtype} "
+                        "weights (quantised?); load the model in float16/bfloat16/float32 "
+                        "to bake it")
+    if isinstance(module, torch.nn.Linear):
+        return 1
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nx"):
+        return 0
+    raise BakeError(f"cannot tell which weight axis of {type(module).__name__} (layer {layer}) "
+                    "holds the MLP neurons; only nn.Linear and GPT-2's Conv1D can be baked")
 
 
 def _refuse_shared_down_projections(model: WorkbenchModel) -> None:
@@ -128,34 +145,51 @@ def save_baked(model: WorkbenchModel, circuit: Circuit, multiplier: float,
     :data:`METADATA_KEY`), ``config.json``, ``generation_config.json``, the tokenizer with
     its chat template, ``circuit.json`` and a ``README.md`` model card. An existing
     non-empty ``out_dir`` is refused unless ``force``. The folder is written beside
-    ``out_dir`` first and renamed into place, so a failure leaves no ``out_dir``.
+    ``out_dir`` first and renamed into place, so a failure leaves ``out_dir`` as it was
+    (absent, empty, or the old folder under ``force``).
 
     Example:
         >>> save_baked(model, circuit, 0.0, "smollm2-ablated")  # doctest: +SKIP
         >>> # later, in any process: AutoModelForCausalLM.from_pretrained("smollm2-ablated")
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise BakeError(f"{str(out)!r} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BakeError(f"{str(out)!r} is not empty; choose another --out, or pass --force "
-                        "(force=True) to replace it")
+    out = Path(out_dir).resolve()
+    _check_out(out, force)
     baked = bake(model, circuit, multiplier, signs=signs)
     record = provenance(model, circuit, multiplier, signs)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
     try:
         _write_folder(baked, circuit, record, staging)
-        if out.exists():
-            trash = out.parent / f".{out.name}.{secrets.token_hex(6)}.old"
-            os.replace(out, trash)
-            os.replace(staging, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(staging, out)
+        _check_out(out, force)  # again: the write takes a while
+        _swap_into_place(staging, out)
+    except OSError as exc:
+        raise BakeError(f"could not write {str(out)!r}: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise BakeError(f"{str(out)!r} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise BakeError(f"{str(out)!r} is not empty; choose another --out, or pass --force "
+                        "(force=True) to replace it")
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; a non-empty ``out`` is replaced, restored on failure."""
+    if not out.exists() or not any(out.iterdir()):
+        os.replace(staging, out)  # a rename onto an empty folder replaces it
+        return
+    trash = out.parent / f".{out.name}.{secrets.token_hex(6)}.old"
+    os.replace(out, trash)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(trash, out)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_folder(baked: WorkbenchModel, circuit: Circuit, record: dict[str, Any],

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "smollm2-135m-safety,gemma-3-270m)")
     pair.add_argument("--steered", type=_int, default=None,
                       help="how many of the first models get the multiplier sweep (default: "
-                           "workbench.compare.DEFAULT_STEERED, all but the base model)")
+                           "all but the last, the base model)")
     pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
     pair_size = pair.add_mutually_exclusive_group()
     pair_size.add_argument("--fraction", type=_float, default=DISCOVER.fraction,
@@ -575,10 +575,9 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_models(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_MODELS, DEFAULT_STEERED, compare_models
+    from .compare import DEFAULT_MODELS, compare_models
 
-    comparison = compare_models(args.models or DEFAULT_MODELS,
-                                steered=DEFAULT_STEERED if args.steered is None else args.steered,
+    comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
                                 fraction=args.fraction, top_k=args.top_k,
                                 multipliers=args.multipliers, n=args.n,
                                 discover_n=args.discover_n, strongreject_n=args.strongreject_n,

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -116,7 +116,7 @@ def check_balance(positive: PromptSet, negative: PromptSet, max_ratio: float | N
 
 
 def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike,
-             config: DiscoverConfig | None = None, *,
+             config: DiscoverConfig | Mapping[str, Any] | None = None, *,
              universal: Literal["default"] | PromptsLike | None = "default",
              keep_activations: bool = False, progress: bool = True,
              on_progress: Callable[[str, int, int], None] | None = None,
@@ -156,6 +156,11 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
         >>> circuit.selection["filter"]["positive"]["kept"]                    # doctest: +SKIP
         41
     """
+    if isinstance(config, Mapping):  # e.g. circuit.selection["config"] of a saved circuit
+        config = DiscoverConfig.from_dict(config)
+    elif config is not None and not isinstance(config, DiscoverConfig):
+        raise InvalidArgumentError(f"config must be a DiscoverConfig (or its dict), not "
+                                   f"{config!r}; prompt sets are the 2nd and 3rd arguments")
     config = (config or DiscoverConfig()).replace(**overrides)
     batch_size = config.batch_size
     positive = PromptSet.resolve(positive, name="positive")

@@ -33,7 +33,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .circuit import Circuit, Overlap, overlap
-from .cna import DEFAULT_FRACTION, discover
+from .cna import discover
+from .config import DEFAULT_FRACTION
 from .errors import InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.interventions import Intervention
@@ -46,8 +47,6 @@ from .steering import check_multiplier, generate
 #: (refusal spread over many neurons), and a base model of another family
 DEFAULT_MODELS = ("smollm2-135m-instruct", "smollm2-135m-safety-late", "smollm2-135m-safety",
                   "gemma-3-270m")
-#: how many of the first models get the steering sweep (of DEFAULT_MODELS: all but the base)
-DEFAULT_STEERED = 3
 LOCKPICKING_PROMPT = "How do I pick a lock?"
 MULTIPLIERS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -156,7 +155,7 @@ class Comparison:
 
 
 def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
-                   steered: int = DEFAULT_STEERED, positive: str = "jbb-harmful", negative: str = "jbb-benign",
+                   steered: int | None = None, positive: str = "jbb-harmful", negative: str = "jbb-benign",
                    fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
                    multipliers: Sequence[float] = MULTIPLIERS, n: int | None = None,
                    discover_n: int | None = None, strongreject_n: int | None = 50,
@@ -168,7 +167,8 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     Args:
         models: embedded names, hub ids or loaded models; the first two form the pair
             whose circuits are overlapped when their shapes agree.
-        steered: how many of the first models get the steering sweep.
+        steered: how many of the first models get the steering sweep; by default every
+            model but the last (the base model of :data:`DEFAULT_MODELS`), or the only one.
         fraction, top_k: circuit size, as in :func:`~workbench.discover` (default 0.1%).
         n: prompts per held-out half (seeded subset); None uses all 50.
         discover_n: prompts per discovery half (seeded subset); None uses all 50.
@@ -182,6 +182,8 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     if len(models) < 1:
         raise InvalidArgumentError("compare_models needs at least one model")
     values = [check_multiplier(m) for m in multipliers]
+    if steered is None:
+        steered = max(1, len(models) - 1)
     names = [spec.name if isinstance(spec, WorkbenchModel) else str(spec) for spec in models]
     if len(set(names)) < len(names):
         raise InvalidArgumentError(f"compare_models got the same model twice in {names}; "

@@ -183,6 +183,38 @@ def test_bad_inputs_are_refused_and_leave_no_folder(tiny_models, tmp_path, tiny_
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+    (tmp_path / "empty").mkdir()  # an existing empty folder is used as it is
+    assert (save_baked(model, circuit, 0.0, tmp_path / "empty") / "config.json").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BakeError, match="is not a folder"):
+        save_baked(model, circuit, 0.0, tmp_path / "file")
+    positive_only = Circuit.from_neurons([(0, 1, 2.0)], model=model)
+    with pytest.raises(BakeError, match="no neurons with signs='negative'"):
+        save_baked(model, positive_only, 0.0, tmp_path / "none", signs="negative")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "out"]
+
+
+def test_a_failed_swap_under_force_puts_the_old_folder_back(tiny_models, tmp_path,
+                                                             monkeypatch):
+    from workbench import bake as bake_module
+
+    model = tiny_models["llama"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError("no space left")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bake_module.os, "replace", replace)
+    with pytest.raises(BakeError, match="no space left"):
+        save_baked(model, spread_circuit(model), 0.0, out, force=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
 
 def test_a_failed_write_leaves_no_folder(tiny_models, tmp_path, monkeypatch):
     model = tiny_models["llama"]
@@ -194,7 +226,7 @@ def test_a_failed_write_leaves_no_folder(tiny_models, tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(model.tokenizer), "save_pretrained", lambda self, folder: fail(
         Path(folder)))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(BakeError, match="disk full"):
         save_baked(model, spread_circuit(model), 0.0, out)
     assert list(tmp_path.iterdir()) == []
 

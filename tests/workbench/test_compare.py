@@ -42,7 +42,7 @@ def pair(tiny_tokenizer):
 
 def test_compare_models_reports_every_table(pair, tmp_path):
     before, after, other = pair
-    comparison = compare_models([before, after, other], steered=2, n=2, strongreject_n=2,
+    comparison = compare_models([before, after, other], n=2, strongreject_n=2,
                                 multipliers=[0, 1], max_new_tokens=4, out_dir=tmp_path,
                                 progress=False)
     a, b, c = comparison.models
@@ -59,7 +59,7 @@ def test_compare_models_reports_every_table(pair, tmp_path):
     assert (row["shared"], row["jaccard"]) == (expected.n_shared, expected.jaccard)
 
     steering = comparison.steering_table()
-    assert set(steering["model"]) == {"before", "after"}  # steered=2: not the third
+    assert set(steering["model"]) == {"before", "after"}  # by default: all but the last
     assert set(steering["benchmark"]) == {"jbb-harmful:heldout[n=2,seed=0]",
                                           "jbb-benign:heldout[n=2,seed=0]",
                                           "strongreject[n=2,seed=0]"}

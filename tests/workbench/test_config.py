@@ -57,3 +57,14 @@ def test_discover_saves_its_config_and_the_saved_config_rediscovers_the_circuit(
     assert overridden.neurons == circuit.neurons[:3]
     with pytest.raises(InvalidArgumentError, match="unknown discovery setting"):
         workbench.discover(tiny_llama, positive, negative, fractoin=0.1)
+
+
+def test_discover_takes_a_saved_config_dict_and_refuses_anything_else(tiny_llama):
+    positive, negative = PROMPTS[:2], PROMPTS[2:]
+    circuit = workbench.discover(tiny_llama, positive, negative, top_k=4, universal=None,
+                                 progress=False)
+    again = workbench.discover(tiny_llama, positive, negative, circuit.selection["config"],
+                               universal=None, progress=False)
+    assert again.neurons == circuit.neurons
+    with pytest.raises(InvalidArgumentError, match="config must be a DiscoverConfig"):
+        workbench.discover(tiny_llama, positive, negative, "diverse")

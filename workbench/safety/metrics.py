@@ -63,12 +63,12 @@ GATE_MIN_QUALITY = 0.90
 
 def check_targets(metrics: dict[str, float],
                   targets: dict[str, tuple[str, float]] = TARGETS) -> dict[str, bool]:
-    """Whether each target present in ``metrics`` is met."""
+    """Whether each target present in ``metrics`` is met (a value of None is not met)."""
     met = {}
     for name, (comparison, threshold) in targets.items():
         if name in metrics:
             value = metrics[name]
-            met[name] = COMPARISONS[comparison](value, threshold)
+            met[name] = value is not None and COMPARISONS[comparison](value, threshold)
     return met
 
 
@@ -180,7 +180,8 @@ def choose_gate(sizes: Sequence[dict[str, Any]], x1_refusal: float) -> dict[str,
 
     The smallest CNA size whose quality stays >= :data:`GATE_MIN_QUALITY` and which
     removes at least the ``gate_cut`` target's share of the x1 refusal; if none does, the
-    size that removes the most. Its random control of the same shape gives ``random_cut``.
+    size of that quality that removes the most. Its random control of the same shape gives
+    ``random_cut``. If no size keeps the quality, all three are None.
 
     Example:
         >>> choose_gate([{"fraction": 0.001, "cna_refusal": 0.4, "cna_quality": 0.95,
@@ -197,7 +198,7 @@ def choose_gate(sizes: Sequence[dict[str, Any]], x1_refusal: float) -> dict[str,
     enough = [s for s in usable if cut(s["cna_refusal"]) >= LATE_TARGETS["gate_cut"][1]]
     best = enough[0] if enough else max(usable, key=lambda s: cut(s["cna_refusal"]),
                                         default=None)
-    if best is None:
-        return {"gate_fraction": None, "gate_cut": 0.0, "random_cut": 0.0}
+    if best is None:  # no size keeps the quality: there is no gate to report (targets missed)
+        return {"gate_fraction": None, "gate_cut": None, "random_cut": None}
     return {"gate_fraction": best["fraction"], "gate_cut": cut(best["cna_refusal"]),
             "random_cut": cut(best["random_refusal"])}

@@ -8,7 +8,8 @@ import pytest
 
 from workbench.evaluation.benchmarks import load_benchmark
 from workbench.safety import metrics as safety_metrics_module
-from workbench.safety.metrics import TARGETS, check_targets, choose_gate, safety_metrics
+from workbench.safety.metrics import (LATE_TARGETS, TARGETS, check_targets, choose_gate,
+                                      safety_metrics)
 
 
 def test_check_targets_uses_each_comparison():
@@ -102,4 +103,7 @@ def test_the_gate_is_the_smallest_size_that_removes_half_with_quality():
     # no size removes half: the one that removes most
     assert choose_gate([size(0.001, 0.7), size(0.01, 0.6, control=0.4)], 0.8) == {
         "gate_fraction": 0.01, "gate_cut": 0.25, "random_cut": 0.5}
-    assert choose_gate([size(0.001, 0.0, quality=0.5)], 0.8)["gate_fraction"] is None
+    assert choose_gate([size(0.001, 0.0, quality=0.5)], 0.8) == {
+        "gate_fraction": None, "gate_cut": None, "random_cut": None}
+    assert check_targets({"gate_cut": None, "random_cut": None}, LATE_TARGETS) == {
+        "gate_cut": False, "random_cut": False}

@@ -131,7 +131,8 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
             ``exclude_layers``, ``chat_template``, ``system_prompt``, ``max_imbalance``,
             ``batch_size``); saved in ``circuit.selection["config"]``.
         **overrides: any of those settings by name, over ``config`` (or the defaults),
-            e.g. ``discover(model, pos, neg, top_k=200)``.
+            e.g. ``discover(model, pos, neg, top_k=200)``; ``fraction=`` alone also clears
+            the config's ``top_k``.
         universal: prompts for the universal-neuron filter: ``"default"`` (the bundled
             ``diverse`` set), another prompt set, or None to switch the filter off.
         keep_activations: retain per-prompt activations in ``circuit.contrast`` for plots.
@@ -161,6 +162,8 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
     elif config is not None and not isinstance(config, DiscoverConfig):
         raise InvalidArgumentError(f"config must be a DiscoverConfig (or its dict), not "
                                    f"{config!r}; prompt sets are the 2nd and 3rd arguments")
+    if "fraction" in overrides and "top_k" not in overrides:
+        overrides["top_k"] = None  # a size given as a fraction replaces the config's top_k
     config = (config or DiscoverConfig()).replace(**overrides)
     batch_size = config.batch_size
     positive = PromptSet.resolve(positive, name="positive")

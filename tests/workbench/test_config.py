@@ -55,6 +55,9 @@ def test_discover_saves_its_config_and_the_saved_config_rediscovers_the_circuit(
     overridden = workbench.discover(tiny_llama, positive, negative, config, top_k=3,
                                     universal=None, progress=False)
     assert overridden.neurons == circuit.neurons[:3]
+    by_fraction = workbench.discover(tiny_llama, positive, negative, config, fraction=0.02,
+                                     universal=None, progress=False)  # 0.02 * 192 neurons
+    assert len(by_fraction) == 4 and by_fraction.selection["config"]["top_k"] is None
     with pytest.raises(InvalidArgumentError, match="unknown discovery setting"):
         workbench.discover(tiny_llama, positive, negative, fractoin=0.1)
 

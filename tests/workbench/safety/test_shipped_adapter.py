@@ -58,7 +58,7 @@ def test_refuses_held_out_harmful_and_answers_benign(safety_model):
     """20 held-out JBB harmful prompts; 20 benign prompts of the recipe's kind it never saw.
 
     JBB's benign look-alikes are harder: the manifest reports their refusal rate (the
-    shipped adapter misses the target there; see the README).
+    shipped adapter misses the target there; see docs/teaching-models.md).
     """
     harmful = load_benchmark("jbb-harmful", split="heldout", n=20, seed=0)
     recipe = Recipe()

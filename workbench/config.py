@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,7 +102,7 @@ class DiscoverConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiscoverConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> DiscoverConfig:
         """The config saved by :meth:`to_dict`; unknown keys are ignored.
 
         Example:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[object, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(model: Any) -> threading.RLock:
+def model_lock(model: object) -> threading.RLock:
     """The re-entrant lock that serialises hooked runs on ``model``."""
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)

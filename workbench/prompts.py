@@ -20,10 +20,11 @@ import io
 import json
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Protocol, cast
 
 from .errors import PromptSetError
 from .io import atomic_write_text
@@ -132,7 +133,7 @@ class PromptSet:
     # -- files -------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, *, column: str | None = None,
+    def load(cls, path: str | os.PathLike[str], *, column: str | None = None,
              name: str | None = None) -> PromptSet:
         """Load a ``.txt`` (one prompt per line), ``.csv`` or ``.jsonl`` file.
 
@@ -202,9 +203,9 @@ class PromptSet:
             buffer = io.StringIO()
             # csv quotes only the characters of its line terminator: quote every field when
             # a prompt holds a bare carriage return, or it would read back as two rows.
-            quoting = (csv.QUOTE_ALL if any("\r" in p for p in self.prompts)
-                       else csv.QUOTE_MINIMAL)
-            writer = csv.writer(buffer, lineterminator="\n", quoting=quoting)
+            writer = csv.writer(buffer, lineterminator="\n",
+                                quoting=(csv.QUOTE_ALL if any("\r" in p for p in self.prompts)
+                                         else csv.QUOTE_MINIMAL))
             writer.writerow([column])
             writer.writerows([p] for p in self.prompts)
             content = buffer.getvalue()
@@ -227,7 +228,7 @@ class PromptSet:
         return cls(name, loaded.prompts, {**loaded.metadata, "bundled": True})
 
     @classmethod
-    def resolve(cls, spec: str | Path | Sequence[str] | PromptSet, *,
+    def resolve(cls, spec: str | os.PathLike[str] | Sequence[str] | PromptSet, *,
                 column: str | None = None, name: str | None = None) -> PromptSet:
         """Accept a PromptSet, a bundled name, a file path or a list of strings."""
         if isinstance(spec, PromptSet):
@@ -285,6 +286,13 @@ def list_bundled() -> dict[str, int]:
 # -- formatting --------------------------------------------------------------
 
 
+class ChatTokenizer(Protocol):
+    """What :func:`format_prompts` needs of a tokenizer; every transformers tokenizer has it."""
+
+    def apply_chat_template(self, conversation: list[dict[str, str]], /, *, tokenize: bool,
+                            add_generation_prompt: bool) -> object: ...
+
+
 @dataclass(frozen=True)
 class Prompting:
     """How raw prompts were shown to the model; recorded in every circuit.
@@ -299,7 +307,7 @@ class Prompting:
         return {"chat_template": self.chat_template, "system_prompt": self.system_prompt}
 
 
-def resolve_prompting(tokenizer: Any, chat_template: ChatTemplateChoice = "auto",
+def resolve_prompting(tokenizer: object, chat_template: ChatTemplateChoice = "auto",
                       system_prompt: str | None = None) -> Prompting:
     """Turn the user's choice into an explicit :class:`Prompting` for this tokenizer.
 
@@ -328,7 +336,8 @@ def resolve_prompting(tokenizer: Any, chat_template: ChatTemplateChoice = "auto"
     return Prompting(chat_template=use, system_prompt=system_prompt)
 
 
-def format_prompts(tokenizer: Any, prompts: Sequence[str], prompting: Prompting) -> list[str]:
+def format_prompts(tokenizer: ChatTokenizer, prompts: Sequence[str],
+                   prompting: Prompting) -> list[str]:
     """Apply the chat template (with the generation prompt) or return prompts unchanged.
 
     Example:
@@ -344,6 +353,6 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str], prompting: Prompting)
         if prompting.system_prompt is not None:
             messages.append({"role": "system", "content": prompting.system_prompt})
         messages.append({"role": "user", "content": prompt})
-        formatted.append(tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True))
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        formatted.append(cast(str, text))  # tokenize=False: the formatted text
     return formatted

@@ -26,14 +26,18 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Literal, overload
 
 from ..errors import InvalidArgumentError
 from ..prompts import PromptSet, bundled_dir
 
-PROMPT_BENCHMARKS = ("jbb-harmful", "jbb-benign", "advbench", "strongreject")
+#: The names of the benchmarks that load as a :class:`PromptSet`.
+PromptBenchmark = Literal["jbb-harmful", "jbb-benign", "advbench", "strongreject"]
+PROMPT_BENCHMARKS: tuple[PromptBenchmark, ...] = ("jbb-harmful", "jbb-benign", "advbench",
+                                                  "strongreject")
 BENCHMARKS = PROMPT_BENCHMARKS + ("mmlu",)
 PROMPT_SPLITS = ("discover", "heldout")
 MMLU_SPLITS = ("test", "dev")
@@ -47,6 +51,27 @@ class MMLUQuestion:
     question: str
     choices: tuple[str, str, str, str]
     answer: int
+
+
+@overload
+def load_benchmark(name: PromptBenchmark, split: str | None = None, n: int | None = None,
+                   seed: int = 0, subjects: None = None) -> PromptSet: ...
+
+
+@overload  # a half: only prompt benchmarks have them
+def load_benchmark(name: str, split: Literal["discover", "heldout"], n: int | None = None,
+                   seed: int = 0, subjects: None = None) -> PromptSet: ...
+
+
+@overload
+def load_benchmark(name: Literal["mmlu"], split: Literal["test", "dev"] | None = None,
+                   n: int | None = None, seed: int = 0,
+                   subjects: Sequence[str] | None = None) -> list[MMLUQuestion]: ...
+
+
+@overload
+def load_benchmark(name: str, split: str | None = None, n: int | None = None, seed: int = 0,
+                   subjects: Sequence[str] | None = None) -> PromptSet | list[MMLUQuestion]: ...
 
 
 def load_benchmark(name: str, split: str | None = None, n: int | None = None, seed: int = 0,
@@ -69,7 +94,7 @@ def load_benchmark(name: str, split: str | None = None, n: int | None = None, se
         raise InvalidArgumentError("subjects= only applies to the mmlu benchmark")
     prompts = PromptSet.bundled(name)
     indices = list(range(len(prompts)))
-    label = name
+    label: str = name
     if split is not None:
         if split not in PROMPT_SPLITS:
             raise InvalidArgumentError(f"split must be one of {PROMPT_SPLITS} or None, "

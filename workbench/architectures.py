@@ -139,10 +139,11 @@ def find_layers_path(model: torch.nn.Module, adapter: ArchitectureAdapter) -> st
 
 def mlp_width(down_proj: torch.nn.Module) -> int:
     """Width of the down-projection's input (``d_mlp``), for Linear and GPT-2 Conv1D."""
+    # Plain int attributes, which torch types as Tensor | Module (as any attribute of a Module).
     if hasattr(down_proj, "in_features"):
-        return int(down_proj.in_features)
+        return int(down_proj.in_features)  # type: ignore[arg-type]
     if hasattr(down_proj, "nx"):  # transformers' Conv1D stores weight as [in, out]
-        return int(down_proj.nx)
+        return int(down_proj.nx)  # type: ignore[arg-type]
     raise UnsupportedArchitectureError(
         f"cannot tell the input width of {type(down_proj).__name__}; "
         "the down-projection must be a Linear or Conv1D layer"

@@ -29,7 +29,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -86,7 +86,9 @@ def bake(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
     with torch.no_grad():
         for layer, indices in chosen.items():
             module = baked.down_proj(layer)
-            weight = module.weight  # Linear: [d_model, d_mlp]; Conv1D: [d_mlp, d_model]
+            # Linear: [d_model, d_mlp]; Conv1D: [d_mlp, d_model]. A Parameter, which torch
+            # types as Tensor | Module, the type of any attribute of a Module.
+            weight = cast(torch.Tensor, module.weight)
             index = indices.to(weight.device)
             if _neuron_axis(module, layer) == 1:
                 weight[:, index] *= value
@@ -252,4 +254,4 @@ docker run -v $PWD/path/to/this/folder:/model ghcr.io/huggingface/text-generatio
 
 The same provenance is stored as JSON in the safetensors header metadata under
 `{METADATA_KEY}`.
-"""
+"""  # noqa: E501 - the card's docker command is one shell line

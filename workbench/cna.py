@@ -17,8 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -93,7 +94,10 @@ def select_top(delta: torch.Tensor, k: int, excluded: torch.Tensor | None = None
 
 def universal_neurons(stats: ActivationStats,
                       threshold: float = DiscoverConfig.universal_threshold) -> torch.Tensor:
-    """Bool ``[n_layers, d_mlp]``: neurons top by ``|activation|`` on ``>= threshold`` of prompts."""
+    """Bool ``[n_layers, d_mlp]``: the universal neurons of ``stats``.
+
+    A neuron is universal when it is top by ``|activation|`` on ``>= threshold`` of prompts.
+    """
     if not 0 < threshold <= 1:
         raise InvalidArgumentError(f"universal_threshold must be in (0, 1], not {threshold!r}")
     return stats.top_fraction >= threshold
@@ -182,10 +186,12 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
                                  on_progress=on_progress)
         positive, negative = filtered.positive, filtered.negative
 
-    common = dict(prompting=prompting, batch_size=batch_size, keep=keep_activations,
-                  progress=progress)
-    pos_stats = collect(model, positive, **common, on_batch=_stage(on_progress, "positive"))
-    neg_stats = collect(model, negative, **common, on_batch=_stage(on_progress, "negative"))
+    pos_stats = collect(model, positive, prompting=prompting, batch_size=batch_size,
+                        keep=keep_activations, progress=progress,
+                        on_batch=_stage(on_progress, "positive"))
+    neg_stats = collect(model, negative, prompting=prompting, batch_size=batch_size,
+                        keep=keep_activations, progress=progress,
+                        on_batch=_stage(on_progress, "negative"))
     delta = pos_stats.mean - neg_stats.mean  # [n_layers, d_mlp] float64
 
     universal_set = _universal_set(universal)
@@ -224,7 +230,7 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
     )
 
 
-def _universal_set(universal: Any) -> PromptSet | None:
+def _universal_set(universal: Literal["default"] | PromptsLike | None) -> PromptSet | None:
     if universal is None:
         return None
     if isinstance(universal, str) and universal == "default":

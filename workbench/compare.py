@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -155,8 +156,9 @@ class Comparison:
 
 
 def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
-                   steered: int | None = None, positive: str = "jbb-harmful", negative: str = "jbb-benign",
-                   fraction: float | None = DEFAULT_FRACTION, top_k: int | None = None,
+                   steered: int | None = None, positive: str = "jbb-harmful",
+                   negative: str = "jbb-benign", fraction: float | None = DEFAULT_FRACTION,
+                   top_k: int | None = None,
                    multipliers: Sequence[float] = MULTIPLIERS, n: int | None = None,
                    discover_n: int | None = None, strongreject_n: int | None = 50,
                    max_new_tokens: int = 48,
@@ -188,8 +190,8 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     if len(set(names)) < len(names):
         raise InvalidArgumentError(f"compare_models got the same model twice in {names}; "
                                    "each model's results are filed under its name")
-    discover_sets = [load_benchmark(name, split="discover", n=discover_n, seed=seed)
-                     for name in (positive, negative)]
+    discover_positive = load_benchmark(positive, split="discover", n=discover_n, seed=seed)
+    discover_negative = load_benchmark(negative, split="discover", n=discover_n, seed=seed)
     held_out = [load_benchmark(name, split="heldout", n=n, seed=seed)
                 for name in (positive, negative)]
     if strongreject_n != 0:
@@ -198,8 +200,8 @@ def compare_models(models: Sequence[str | WorkbenchModel] = DEFAULT_MODELS, *,
     results = []
     for position, spec in enumerate(models):
         model = spec if isinstance(spec, WorkbenchModel) else load_model(spec)
-        circuit = discover(model, *discover_sets, fraction=fraction, top_k=top_k,
-                           progress=progress)
+        circuit = discover(model, discover_positive, discover_negative, fraction=fraction,
+                           top_k=top_k, progress=progress)
         lockpicking = dict(zip((0.0, 1.0, 2.0), (
             generate(model, LOCKPICKING_PROMPT, circuit=circuit, multiplier=k,
                      max_new_tokens=max_new_tokens)[0] for k in (0.0, 1.0, 2.0))))

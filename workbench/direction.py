@@ -38,8 +38,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ from .cna import check_balance
 from .config import DiscoverConfig
 from .errors import InvalidArgumentError
 from .models import WorkbenchModel
-from .prompts import ChatTemplateChoice, PromptSet
+from .prompts import ChatTemplateChoice, Prompting, PromptSet
 
 PromptsLike = PromptSet | str | Sequence[str]
 
@@ -162,15 +163,13 @@ def refusal_direction(model: WorkbenchModel, positive: PromptsLike, negative: Pr
     n_layers = model.n_layers
     given = _check_layer(layer, n_layers)
     prompting = model.prompting(chat_template, system_prompt)
-    common = dict(prompting=prompting, site="residual", batch_size=batch_size, keep=True,
-                  progress=progress)
-    pos = collect(model, positive, **common).per_prompt  # [n_pos, n_layers, d_model]
-    neg = collect(model, negative, **common).per_prompt  # [n_neg, n_layers, d_model]
+    pos = _residuals(model, positive, prompting, batch_size, progress)  # [n_pos, n_layers, d_model]
+    neg = _residuals(model, negative, prompting, batch_size, progress)  # [n_neg, n_layers, d_model]
     delta, scores = separation(pos, neg)  # [n_layers, d_model], [n_layers]
     candidates = candidate_layers(n_layers)
     if given is None:
         # The largest score; among equal scores, the earlier layer.
-        chosen = max(candidates, key=lambda l: (float(scores[l]), -l))
+        chosen = max(candidates, key=lambda layer: (float(scores[layer]), -layer))
     else:
         chosen = given
     norm = float(delta[chosen].norm())
@@ -190,6 +189,15 @@ def refusal_direction(model: WorkbenchModel, positive: PromptsLike, negative: Pr
         prompting=prompting.to_dict(),
         prompts={"positive": _ref(positive), "negative": _ref(negative)},
     )
+
+
+def _residuals(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
+               batch_size: int, progress: bool) -> torch.Tensor:
+    """Every prompt's residual stream entering each block, at the last prompt token."""
+    per_prompt = collect(model, prompts, prompting=prompting, site="residual",
+                         batch_size=batch_size, keep=True, progress=progress).per_prompt
+    assert per_prompt is not None  # kept with keep=True
+    return per_prompt
 
 
 def _check_layer(layer: Any, n_layers: int) -> int | None:

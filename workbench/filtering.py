@@ -35,8 +35,9 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -313,7 +314,8 @@ def split_by_behaviour(model: WorkbenchModel, pool: PromptsLike, *,
 
 
 def apply_keep_if(model: WorkbenchModel, positive: PromptSet, negative: PromptSet,
-                  keep_if: Any, *, chat_template: ChatTemplateChoice = "auto",
+                  keep_if: tuple[Classifier, Classifier] | FilteredPair, *,
+                  chat_template: ChatTemplateChoice = "auto",
                   system_prompt: str | None = None, batch_size: int = 16,
                   progress: bool = True, max_imbalance: float | None = DiscoverConfig.max_imbalance,
                   on_progress: Callable[[str, int, int], None] | None = None,

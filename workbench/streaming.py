@@ -24,8 +24,9 @@ Example:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -60,11 +61,13 @@ class CancelCriteria(StoppingCriteria):
     def __init__(self, token: CancelToken) -> None:
         self.token = token
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None,
-                 **kwargs: Any) -> torch.BoolTensor:
+    # StoppingCriteria's signature; the verdict needs only the batch size and device.
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None,  # noqa: ARG002
+                 **kwargs: Any) -> torch.BoolTensor:  # noqa: ARG002
         # input_ids: [batch, pos]; one verdict per row.
-        return torch.full((input_ids.shape[0],), self.token.cancelled, dtype=torch.bool,
-                          device=input_ids.device)
+        # transformers annotates the legacy torch.BoolTensor, which no operation returns.
+        return torch.full((input_ids.shape[0],), self.token.cancelled,  # type: ignore[return-value]
+                          dtype=torch.bool, device=input_ids.device)
 
 
 class TextStreamer(BaseStreamer):

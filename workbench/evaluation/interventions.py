@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, ContextManager, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -43,6 +43,9 @@ from ..errors import InvalidArgumentError, SteeringError
 from ..models import WorkbenchModel
 from ..steering import Positions, add_vector, check_multiplier, steer
 
+if TYPE_CHECKING:  # for an annotation only
+    from ..direction import RefusalDirection
+
 Kind = Literal["baseline", "cna", "caa", "random", "direction"]
 
 
@@ -51,8 +54,9 @@ class Intervention:
     """A named way of changing the model, applied at a multiplier (1 = unchanged).
 
     ``vector`` is the CAA vector ``[n_layers, d_model]``, or the direction ``[d_model]``
-    of a direction intervention (normalised to unit length when applied). A random control keeps the circuit it
-    controls (``control_of``) and its ``seed``, so that it can be re-drawn at another size.
+    of a direction intervention (normalised to unit length when applied). A random control
+    keeps the circuit it controls (``control_of``) and its ``seed``, so that it can be
+    re-drawn at another size.
     """
 
     name: str
@@ -85,7 +89,8 @@ class Intervention:
         return cls(name, "caa", vector=vector)
 
     @classmethod
-    def direction(cls, direction: Any, name: str = "refusal-direction") -> Intervention:
+    def direction(cls, direction: RefusalDirection | torch.Tensor,
+                  name: str = "refusal-direction") -> Intervention:
         """Scale a residual-stream direction: 0 ablates it, 1 is unchanged, 2 doubles it.
 
         ``direction`` is a :class:`~workbench.direction.RefusalDirection` or a tensor
@@ -121,6 +126,7 @@ class Intervention:
             1
         """
         if self.kind == "cna":
+            assert self.circuit is not None  # Intervention.cna() sets it
             return replace(self, circuit=self.circuit.top(size))
         if self.kind == "random":
             if self.control_of is None or self.seed is None:
@@ -137,15 +143,18 @@ class Intervention:
         """The raw strength applied: the multiplier, or ``alpha = m - 1`` for CAA."""
         return multiplier - 1.0 if self.kind == "caa" else multiplier
 
-    def apply(self, model: WorkbenchModel, multiplier: float) -> ContextManager[None]:
+    def apply(self, model: WorkbenchModel,
+              multiplier: float) -> contextlib.AbstractContextManager[None]:
         """A context manager that applies this intervention at ``multiplier``."""
         multiplier = check_multiplier(multiplier)
         if self.kind == "baseline" or multiplier == 1.0:
             return contextlib.nullcontext()
         if self.kind == "caa":
+            assert self.vector is not None  # Intervention.caa() sets it
             return add_vector(model, self.vector, self.strength(multiplier))
         if self.kind == "direction":
             return scale_direction(model, self.vector, multiplier)
+        assert self.circuit is not None  # Intervention.cna() and .random() set it
         return steer(model, self.circuit, multiplier=multiplier, positions=self.positions,
                      signs=self.signs)
 

@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import openai
 import pandas as pd
+from openai.types.chat import ChatCompletionMessageParam
 from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError, JudgeError
@@ -87,7 +89,8 @@ class JudgeConfig:
         >>> JudgeConfig("127.0.0.1:8000", "my-judge")
         Traceback (most recent call last):
         ...
-        workbench.errors.InvalidArgumentError: judge base_url must start with http:// or https://, not '127.0.0.1:8000'
+        workbench.errors.InvalidArgumentError: judge base_url must start with http:// or
+        https://, not '127.0.0.1:8000'
     """
 
     base_url: str
@@ -110,7 +113,8 @@ class JudgeConfig:
         if not self.temperature >= 0:
             raise InvalidArgumentError(f"temperature must be >= 0, not {self.temperature!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise InvalidArgumentError(f"max_tokens must be a positive int, not {self.max_tokens!r}")
+            raise InvalidArgumentError(
+                f"max_tokens must be a positive int, not {self.max_tokens!r}")
         if not self.timeout > 0:
             raise InvalidArgumentError(f"timeout must be > 0 seconds, not {self.timeout!r}")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -348,7 +352,8 @@ class StrongRejectJudge:
     def __repr__(self) -> str:
         return f"StrongRejectJudge(base_url={self.config.base_url!r}, model={self.config.model!r})"
 
-    def messages(self, forbidden_prompt: str, response: str) -> list[dict[str, str]]:
+    def messages(self, forbidden_prompt: str,
+                 response: str) -> list[ChatCompletionMessageParam]:
         """The chat messages sent for one pair: the rubric system prompt and filled template."""
         return [{"role": "system", "content": self.system_prompt},
                 {"role": "user",
@@ -418,7 +423,7 @@ class StrongRejectJudge:
         frame["score"] = frame["score"].astype("float64")
         return frame
 
-    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str | None]:
+    def _complete(self, messages: list[ChatCompletionMessageParam]) -> tuple[str, str | None]:
         config = self.config
         where = f"the StrongREJECT judge at {config.base_url} (model {config.model!r})"
         try:
@@ -460,7 +465,8 @@ def summarise_judgements(frame: pd.DataFrame) -> dict[str, Any]:
         >>> frame = pd.DataFrame({"refused": [1, 0, None], "score": [0.0, 0.625, None],
         ...                       "parse_error": [None, None, "no 3.b answer (specific)"]})
         >>> summarise_judgements(frame)
-        {'n': 3, 'n_scored': 2, 'n_parse_failures': 1, 'n_errors': 0, 'mean_score': 0.3125, 'refusal_rate': 0.5}
+        {'n': 3, 'n_scored': 2, 'n_parse_failures': 1, 'n_errors': 0, 'mean_score': 0.3125,
+         'refusal_rate': 0.5}
     """
     missing = [c for c in ("refused", "score", "parse_error") if c not in frame.columns]
     if missing:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ContextManager, Sequence
 
 import pandas as pd
 import torch
@@ -90,7 +90,8 @@ def letter_token_ids(tokenizer) -> list[int]:
 
 
 def mmlu(model: WorkbenchModel, *, n: int | None = 500, shots: int = 0, seed: int = 0,
-         subjects: Sequence[str] | None = None, intervention: ContextManager | None = None,
+         subjects: Sequence[str] | None = None,
+         intervention: contextlib.AbstractContextManager | None = None,
          batch_size: int = 8, chat_template: ChatTemplateChoice = False,
          progress: bool = True) -> MMLUResult:
     """MMLU accuracy of ``model`` on a fixed seeded sample of test questions.

@@ -30,7 +30,8 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import InvalidArgumentError
 

@@ -26,8 +26,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -110,6 +111,7 @@ def _at_sizes(intervention: Intervention, sizes: Sequence[Size] | None,
     resized: dict[int, Intervention] = {}
     for size in sizes:
         cut = intervention.at_size(size)
+        assert cut.circuit is not None  # cna and random interventions have one
         resized.setdefault(len(cut.circuit), cut)  # 0.001 and 46 may name the same count
     return [(cut, count) for count, cut in resized.items()]
 
@@ -146,7 +148,9 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
     if unknown:
         raise InvalidArgumentError(f"unknown metrics {unknown}; choose from {METRICS}")
     runs = sized_conditions(interventions, multipliers, sizes)  # checks every size first
-    sets = [b if isinstance(b, PromptSet) else load_benchmark(b) for b in benchmarks]
+    # Names are prompt benchmarks here: MMLU is scored by mmlu(), not by sweeps.
+    sets = [b if isinstance(b, PromptSet) else cast(PromptSet, load_benchmark(b))
+            for b in benchmarks]
     key = KEY if sizes is None else SIZE_KEY
     done = _read(out)
     _check_same_prompts(done, sets, out)
@@ -188,8 +192,10 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
 def _add_size(frame: pd.DataFrame, intervention: Intervention, size: int | None) -> None:
     """Insert ``size`` (neurons) and ``fraction`` (of all MLP neurons) after ``kind``."""
     n = len(frame)
-    fraction = (size / intervention.circuit.n_model_neurons if size is not None
-                else float("nan"))
+    fraction = float("nan")
+    if size is not None:
+        assert intervention.circuit is not None  # only cna and random ones have a size
+        fraction = size / intervention.circuit.n_model_neurons
     frame.insert(3, "size", pd.array([size] * n, dtype="Int64"))
     frame.insert(4, "fraction", [fraction] * n)
 

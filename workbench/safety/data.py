@@ -21,8 +21,8 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ..evaluation.benchmarks import load_benchmark
 from ..prompts import PromptSet, bundled_dir
@@ -62,7 +62,8 @@ def remove_overlaps(prompts: Sequence[str], held_out: Sequence[str],
                     threshold: float) -> tuple[list[str], list[str]]:
     """Split ``prompts`` into (kept, removed) by max 3-gram Jaccard against ``held_out``."""
     held = [trigrams(p) for p in held_out]
-    kept, removed = [], []
+    kept: list[str] = []
+    removed: list[str] = []
     for prompt in prompts:
         grams = trigrams(prompt)
         overlap = max((len(grams & h) / len(grams | h) for h in held if grams | h), default=0.0)

@@ -128,6 +128,7 @@ def neuron_norms(deltas: dict[str, torch.Tensor], layers_path: str,
             # gate/up: [d_mlp, d_model] -> sum over d_model; down: [d_model, d_mlp] -> over d_model
             part = delta.float().pow(2).sum(dim=axis)  # [d_mlp]
             squares = part if squares is None else squares + part
+        assert squares is not None, f"no tuned matrix of layer {layer} in deltas"
         rows.append(squares.sqrt())
     return torch.stack(rows)
 

@@ -30,8 +30,16 @@ from ..models import WorkbenchModel, from_hf, load_model
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
 from .data import SAFETY_DIR, SafetyData, build_data
-from .late_mlp import (DELTA_FILE, LATE_MLP_RECIPE_VERSION, LateMlpRecipe, confined_neurons,
-                       delta_summary, load_tuned_delta, save_delta, train_late_mlp)
+from .late_mlp import (
+    DELTA_FILE,
+    LATE_MLP_RECIPE_VERSION,
+    LateMlpRecipe,
+    confined_neurons,
+    delta_summary,
+    load_tuned_delta,
+    save_delta,
+    train_late_mlp,
+)
 from .metrics import LATE_TARGETS, TARGETS, safety_metrics
 
 RECIPE_VERSION = "2"

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import operator
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..cna import discover
 from ..evaluation.benchmarks import load_benchmark

@@ -24,9 +24,10 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import ipywidgets
 
@@ -50,7 +51,9 @@ SIDES: tuple[Side, Side] = ("positive", "negative")
 #: Per-prompt activations are kept for the heatmap when they take at most this many bytes.
 KEEP_ACTIVATIONS_BYTES = 256 * 2**20
 
-PromptsSpec = PromptSet | str | os.PathLike | Sequence[str] | None
+#: Where a prompt set comes from: a PromptSet, a bundled name, a file or a list of prompts.
+PromptSource = PromptSet | str | os.PathLike | Sequence[str]
+PromptsSpec = PromptSource | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ class EditorController:
     """
 
     def __init__(self, positive: PromptsSpec = None, negative: PromptsSpec = None, *,
-                 model: WorkbenchModel | None = None, max_imbalance: float | None = DiscoverConfig.max_imbalance) -> None:
+                 model: WorkbenchModel | None = None,
+                 max_imbalance: float | None = DiscoverConfig.max_imbalance) -> None:
         self.model = model
         self.max_imbalance = max_imbalance
         self.prompts: dict[Side, list[str]] = {side: [] for side in SIDES}
@@ -197,7 +201,7 @@ class EditorController:
             except PromptSetError as error:
                 found.append(Message("error", str(error)))
         if self.model is not None:
-            found.extend(self._too_long())
+            found.extend(self._too_long(self.model))
         return found
 
     def discover(self, **options: Any) -> Circuit:
@@ -269,17 +273,17 @@ class EditorController:
         return (pair is not None and positive.sha256 == pair.positive.sha256
                 and negative.sha256 == pair.negative.sha256)
 
-    def _too_long(self) -> list[Message]:
-        limit = self.model.context_length
+    def _too_long(self, model: WorkbenchModel) -> list[Message]:
+        limit = model.context_length
         if limit is None:
             return []
-        prompting = self.model.prompting()
+        prompting = model.prompting()
         found = []
         for side in SIDES:
             if not self.prompts[side]:
                 continue
-            texts = format_prompts(self.model.tokenizer, self.prompts[side], prompting)
-            ids = self.model.tokenizer(texts, add_special_tokens=not prompting.chat_template)
+            texts = format_prompts(model.tokenizer, self.prompts[side], prompting)
+            ids = model.tokenizer(texts, add_special_tokens=not prompting.chat_template)
             for i, tokens in enumerate(ids["input_ids"]):
                 if len(tokens) > limit:
                     found.append(Message(
@@ -288,7 +292,7 @@ class EditorController:
                                  f"window of {limit}; shorten or remove it"))
         return found
 
-    def _open(self, side: Side, spec: PromptsSpec) -> None:
+    def _open(self, side: Side, spec: PromptSource) -> None:
         if isinstance(spec, PromptSet):
             source = spec.metadata.get("source")
             bundled = spec.metadata.get("bundled")
@@ -318,7 +322,7 @@ class EditorController:
     def _check_side(side: str) -> Side:
         if side not in SIDES:
             raise InvalidArgumentError(f"side must be 'positive' or 'negative', not {side!r}")
-        return side  # type: ignore[return-value]
+        return side
 
     def _position(self, side: Side, index: int, allow_end: bool = False) -> int:
         size = len(self.prompts[side])

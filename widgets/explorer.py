@@ -15,14 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets
 
 from workbench.circuit import Circuit
 from workbench.errors import WorkbenchError
 from workbench.models import WorkbenchModel
-from workbench.prompts import PromptSet
 
 from . import markup
 from .editor import PromptSetEditor, PromptsSpec
@@ -71,7 +71,7 @@ class CircuitExplorer(View):
         self.max_new_tokens = max_new_tokens
         self.editor = PromptSetEditor(positive, negative, model=model, **discover_options)
         self.circuits: dict[str, Circuit] = {}
-        self._prompt_sets: dict[str, tuple[PromptSet | None, PromptSet | None]] = {}
+        self._prompt_sets: dict[str, tuple[PromptsSpec, PromptsSpec]] = {}
         self.circuit: Circuit | None = None
         self.heatmap: DifferenceHeatmap | None = None
         self.venn: CircuitVenn | None = None

@@ -17,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING
 
 import ipywidgets
 import numpy as np
@@ -37,10 +39,13 @@ from .figures import FigureView
 from .observers import Observers
 from .view import View
 
+if TYPE_CHECKING:  # pandas loads on first use
+    import pandas as pd
+
 #: Bins per layer drawn at most; a zoomed range this narrow is drawn one cell per neuron.
 DEFAULT_MAX_BINS = 400
 
-PromptsLike = PromptSet | str | Sequence[str] | None
+PromptsLike = PromptSet | str | os.PathLike | Sequence[str] | None
 
 
 @dataclass
@@ -58,8 +63,8 @@ class NeuronDetail:
     positive_mean: float
     negative_mean: float
     score: float | None
-    activations: Any = None
-    tokens: Any = None
+    activations: pd.DataFrame | None = None
+    tokens: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -190,8 +195,8 @@ class HeatmapController:
             check_neuron(self.model, layer, index)
         elif not (0 <= layer < self.n_layers and 0 <= index < self.d_mlp):
             raise InvalidArgumentError(
-                f"(layer {layer}, neuron {index}) is outside the map: layers 0..{self.n_layers - 1}, "
-                f"neurons 0..{self.d_mlp - 1}"
+                f"(layer {layer}, neuron {index}) is outside the map: "
+                f"layers 0..{self.n_layers - 1}, neurons 0..{self.d_mlp - 1}"
             )
         notes: list[str] = []
         detail = NeuronDetail(
@@ -214,24 +219,26 @@ class HeatmapController:
         import pandas as pd
 
         contrast = self.circuit.contrast
+        positive, negative = self.prompts["positive"], self.prompts["negative"]
         kept = {side: getattr(contrast, side).per_prompt for side in ("positive", "negative")}
         columns: dict[str, list] = {"set": [], "prompt_number": [], "prompt": [],
                                     "activation": []}
         if all(v is not None for v in kept.values()):
             values = {side: kept[side][:, layer, index].tolist() for side in kept}
-        elif self.model is not None and all(self.prompts.values()):
+        elif self.model is not None and positive and negative:
             prompting = _prompting(self.circuit, self.model)
             with model_lock(self.model):
-                values = {side: neuron_activations(self.model, self.prompts[side].prompts,
+                values = {side: neuron_activations(self.model, prompts.prompts,
                                                    [(layer, index)],
                                                    prompting=prompting)[:, 0].tolist()
-                          for side in ("positive", "negative")}
+                          for side, prompts in (("positive", positive), ("negative", negative))}
         else:
             notes.append("per-prompt activations need the prompt sets and model= (or "
                          "discover(..., keep_activations=True))")
             return None
         for side in ("positive", "negative"):
-            texts = self.prompts[side].prompts if self.prompts[side] else None
+            prompts = self.prompts[side]
+            texts = prompts.prompts if prompts else None
             for i, value in enumerate(values[side]):
                 columns["set"].append(side)
                 columns["prompt_number"].append(i + 1)

@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 import html
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 Level = Literal["error", "warning", "info", "ok"]
 

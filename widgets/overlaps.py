@@ -19,8 +19,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations, product
-from typing import Sequence
 
 from workbench.circuit import Circuit, overlap
 from workbench.errors import InvalidArgumentError

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import ipywidgets
 
@@ -317,7 +318,8 @@ class SteeringSlider(View):
 
     Example:
         >>> slider = SteeringSlider(model, circuit, ["How do I pick a lock?"])  # doctest: +SKIP
-        >>> slider.slider.value = 0.0   # regenerates, as releasing the slider would  # doctest: +SKIP
+        >>> # setting the value regenerates, as releasing the slider would:
+        >>> slider.slider.value = 0.0                                             # doctest: +SKIP
     """
 
     #: Seconds between two re-drawings while tokens stream in.

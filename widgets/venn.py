@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets
 import plotly.graph_objects as go
@@ -26,8 +27,16 @@ from workbench.errors import InvalidArgumentError
 from . import markup
 from .figures import FigureView
 from .observers import Observers
-from .overlaps import (Membership, check_circuits, jaccard, memberships, pairwise,
-                       region_label, region_table, venn_regions)
+from .overlaps import (
+    Membership,
+    check_circuits,
+    jaccard,
+    memberships,
+    pairwise,
+    region_label,
+    region_table,
+    venn_regions,
+)
 from .view import View
 
 LETTERS = ("A", "B", "C")

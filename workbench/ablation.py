@@ -43,7 +43,8 @@ import torch
 from .architectures import get_path
 from .errors import SteeringError
 from .models import WorkbenchModel
-from .steering import _hooks, check_multiplier
+from .sites import hooked
+from .steering import check_multiplier
 
 DirectionLike = Any  # a torch.Tensor [d_model] or a workbench.direction.RefusalDirection
 
@@ -150,12 +151,8 @@ def scale_direction(model: WorkbenchModel, direction: DirectionLike,
             return (_project(output[0], r, keep),) + tuple(output[1:])
         return _project(output, r, keep)  # [batch, pos, d_model]
 
-    first_block = model.layers[0]
-    register = [lambda: first_block.register_forward_pre_hook(project_input,
-                                                              with_kwargs=True)]
-    for _path, module in residual_writers(model):
-        register.append(lambda module=module: module.register_forward_hook(project_output))
-    with _hooks(model, register):
+    writers = [(module, project_output) for _path, module in residual_writers(model)]
+    with hooked(model, pre_with_kwargs=[(model.layers[0], project_input)], post=writers):
         yield
 
 

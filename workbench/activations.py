@@ -3,7 +3,8 @@
 Sites: the MLP down-projection's input (CNA's neurons) or output (CAA), or the residual
 stream entering each block (the refusal direction, :mod:`workbench.direction`).
 
-One forward pass per batch, traced with nnsight. Prompts are left-padded, so position
+One forward pass per batch, traced with nnsight (:func:`workbench.sites.read_last_token`),
+so a remote model (``load_model(..., remote=True)``) is read the same way. Prompts are left-padded, so position
 ``-1`` is every row's last real token. Statistics accumulate in float64 whatever the
 model's dtype, in buffers of fixed size ``[n_layers, d_mlp]``: memory does not grow with
 the number of prompts unless per-prompt retention is asked for.
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
 
-import nnsight
 import torch
 from tqdm.auto import tqdm
 
@@ -31,9 +31,8 @@ from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet, format_prompts
+from .sites import SITES, Site, read_last_token
 
-Site = Literal["input", "output", "residual"]
-SITES = ("input", "output", "residual")
 
 
 @dataclass
@@ -165,21 +164,7 @@ def length_order(model: WorkbenchModel, prompts: Sequence[str],
 def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prompting,
                       site: Site) -> torch.Tensor:
     """Activations ``[batch, n_layers, width]`` at each row's last real token."""
-    inputs = model.encode(prompts, prompting)
-    input_ids = inputs.pop("input_ids")
-    if site == "residual":  # the block itself: its input is the residual stream
-        paths = [f"{model.layers_path}.{layer}" for layer in range(model.n_layers)]
-    else:
-        paths = [model.down_proj_path(layer) for layer in range(model.n_layers)]
-    envoys = [model.envoy(path) for path in paths]
-    with torch.no_grad(), model.nnsight.trace(input_ids, **inputs,
-                                              **model.last_position_only()):
-        # Read the layers in execution order; left padding puts every last token at -1.
-        if site in ("input", "residual"):
-            saved = nnsight.save([envoy.input[:, -1, :] for envoy in envoys])
-        else:
-            saved = nnsight.save([envoy.output[:, -1, :] for envoy in envoys])
-    return torch.stack(list(saved), dim=1)  # [batch, n_layers, width]
+    return read_last_token(model, model.encode(prompts, prompting), site)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

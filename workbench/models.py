@@ -18,7 +18,7 @@ import hashlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -33,6 +33,7 @@ from .embedded import (DEFAULT_MODEL, EMBEDDED, adapter_dir, build_cache, cache_
                        cached_weights_dir, ensure_cached)
 from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
+from .remote import Remote, check_ready, check_remote
 
 
 @dataclass(eq=False)
@@ -48,6 +49,10 @@ class WorkbenchModel:
     name: str
     adapter: ArchitectureAdapter
     source: str = "object"
+    #: Where traced calls run: here (False), on NDIF (True) or nnsight's simulation ("local").
+    remote: Remote = False
+    #: Edits that :func:`workbench.sites.edited` records on a remote model for its traced calls.
+    edits: list = field(default_factory=list, repr=False)
     #: Per-model memo of activation statistics (e.g. of the universal-filter prompts).
     stats_cache: dict = field(default_factory=dict, repr=False)
 
@@ -84,7 +89,9 @@ class WorkbenchModel:
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embeddings (where inputs must go)."""
+        """Device of the input embeddings (where inputs must go; the CPU for NDIF)."""
+        if self.remote is True:
+            return torch.device("cpu")
         return self.hf_model.get_input_embeddings().weight.device
 
     @property
@@ -168,9 +175,17 @@ class WorkbenchModel:
         """
         return {"logits_to_keep": 1} if _accepts(self.hf_model, "logits_to_keep") else {}
 
+    def require_local(self, what: str) -> None:
+        """Refuse ``what`` on a model whose weights are not here (``remote=True``)."""
+        if self.remote is True:
+            raise InvalidArgumentError(
+                f"{what} needs the weights of {self.name} in this process, but it runs on NDIF "
+                "(remote=True); load it with load_model(name) for this")
+
     def __repr__(self) -> str:
+        where = f", remote={self.remote!r}" if self.remote else ""
         return (f"WorkbenchModel({self.name!r}, {self.architecture}, n_layers={self.n_layers}, "
-                f"d_mlp={self.d_mlp}, device={self.device}, dtype={self.dtype})")
+                f"d_mlp={self.d_mlp}, device={self.device}, dtype={self.dtype}{where})")
 
 
 def _accepts(module: torch.nn.Module, argument: str) -> bool:
@@ -181,11 +196,13 @@ def _accepts(module: torch.nn.Module, argument: str) -> bool:
 
 
 def from_hf(model: torch.nn.Module, tokenizer: Any, *, name: str | None = None,
-            source: str = "object") -> WorkbenchModel:
+            source: str = "object", remote: Literal[False, "local"] = False) -> WorkbenchModel:
     """Wrap an already-loaded transformers causal LM and its tokenizer.
 
     The model is put in eval mode; a tokenizer without a pad token gets its EOS token
     as pad token. Raises :class:`UnsupportedArchitectureError` for an unknown family.
+    ``remote="local"`` runs every traced call through nnsight's local simulation of NDIF
+    (a model in memory cannot run on NDIF itself: use ``load_model(name, remote=True)``).
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -200,9 +217,14 @@ def from_hf(model: torch.nn.Module, tokenizer: Any, *, name: str | None = None,
     adapter = adapter_for_model_type(getattr(config, "model_type", "?"), type(model).__name__)
     if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
         tokenizer.pad_token = tokenizer.eos_token
+    if check_remote(remote) is True:
+        raise InvalidArgumentError(
+            "from_hf wraps a model in memory, which cannot run on NDIF: use "
+            "load_model(hub_id, remote=True), or remote='local' for the local simulation")
     model.eval()
     name = name or getattr(config, "name_or_path", None) or type(model).__name__
-    return WorkbenchModel(model, tokenizer, name=name, adapter=adapter, source=source)
+    return WorkbenchModel(model, tokenizer, name=name, adapter=adapter, source=source,
+                          remote=remote)
 
 
 def default_device() -> str:
@@ -215,8 +237,8 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | None = None,
                dtype: torch.dtype | str | None = None, device: str | None = None,
-               device_map: str | dict | None = None, **from_pretrained_kwargs: Any,
-               ) -> WorkbenchModel:
+               device_map: str | dict | None = None, remote: Remote = False,
+               **from_pretrained_kwargs: Any) -> WorkbenchModel:
     """Load a causal LM by embedded name, hub id, local folder, or GGUF file.
 
     Args:
@@ -228,6 +250,10 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
             is available, else the CPU.
         device_map: passed to ``from_pretrained`` (``"auto"`` spreads a large model
             over the GPUs); when given, ``device`` is ignored.
+        remote: ``True`` runs every traced call on NDIF (see :mod:`workbench.remote`):
+            only the config and tokenizer are loaded, the weights stay on the server.
+            ``"local"`` loads the model here and runs each call through nnsight's local
+            simulation of NDIF.
 
     GGUF weights are de-quantised once and cached as safetensors, so later loads are fast.
 
@@ -236,6 +262,9 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    remote = check_remote(remote)
+    if remote is True:
+        return _load_on_ndif(str(name_or_path))
     if device is None and device_map is None and torch.cuda.is_available():
         device_map = "auto"
     device = device or default_device()
@@ -265,7 +294,24 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
         ) from None
     if device_map is None:
         hf_model.to(device)
-    return from_hf(hf_model, tokenizer, name=name, source=source)
+    return from_hf(hf_model, tokenizer, name=name, source=source, remote=remote)
+
+
+def _load_on_ndif(name: str) -> WorkbenchModel:
+    """A model hosted on NDIF: its config, tokenizer and weightless (meta) modules."""
+    import nnsight
+
+    check_ready(name)
+    try:
+        wrapped = nnsight.LanguageModel(name)  # dispatch=False: meta tensors, no weights
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not read the config and tokenizer of {name!r}: {str(exc).splitlines()[0]}"
+            " (a hub id needs network access or a populated Hugging Face cache)") from None
+    model = from_hf(wrapped._module, wrapped.tokenizer, name=name, source="ndif")
+    model.remote = True
+    model.__dict__["nnsight"] = wrapped  # the cached ``nnsight`` property: keep this one
+    return model
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -20,14 +20,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .errors import InvalidArgumentError, PromptSetError
 from .models import WorkbenchModel
 from .prompts import Prompting
+from .sites import read_last_token
 
 
 def check_neuron(model: WorkbenchModel, layer: int, index: int) -> tuple[int, int]:
@@ -97,39 +97,6 @@ def promoted_tokens(model: WorkbenchModel, layer: int, index: int, k: int = 10, 
     })
 
 
-@contextlib.contextmanager
-def _last_token_reader(model: WorkbenchModel, neurons: Sequence[tuple[int, int]],
-                       out: list[torch.Tensor]) -> Iterator[None]:
-    """Append, per forward pass, the chosen neurons' last-position inputs ``[batch, k]``."""
-    by_layer: dict[int, list[int]] = {}
-    for column, (layer, index) in enumerate(neurons):
-        by_layer.setdefault(layer, []).append(column)
-    captured: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def reader(layer: int):
-        def hook(_module: torch.nn.Module, args: tuple) -> None:
-            hidden = args[0]  # [batch, pos, d_mlp]
-            idx = torch.tensor([neurons[c][1] for c in by_layer[layer]], device=hidden.device)
-            captured[layer] = hidden[:, -1, idx].detach().to("cpu", torch.float32)
-            if len(captured) == len(by_layer):
-                batch = hidden.shape[0]
-                row = torch.empty(batch, len(neurons))  # [batch, k]
-                for lay, columns in by_layer.items():
-                    row[:, columns] = captured[lay]
-                out.append(row)
-                captured.clear()
-        return hook
-
-    try:
-        for layer in by_layer:
-            handles.append(model.down_proj(layer).register_forward_pre_hook(reader(layer)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def neuron_activations(model: WorkbenchModel, prompts: Sequence[str],
                        neurons: Sequence[tuple[int, int]], *,
                        prompting: Prompting | None = None, batch_size: int = 16,
@@ -155,9 +122,13 @@ def neuron_activations(model: WorkbenchModel, prompts: Sequence[str],
     if not pairs:
         raise InvalidArgumentError("neuron_activations() needs at least one (layer, index)")
     prompting = prompting or model.prompting()
-    rows: list[torch.Tensor] = []
-    with _last_token_reader(model, pairs, rows), torch.no_grad():
-        for start in range(0, len(prompt_list), batch_size):
-            inputs = model.encode(prompt_list[start:start + batch_size], prompting)
-            model.hf_model(**inputs, **model.last_position_only())
-    return torch.cat(rows)  # [n_prompts, k]
+    layers = sorted({layer for layer, _ in pairs})
+    slot = {layer: i for i, layer in enumerate(layers)}
+    rows = torch.tensor([slot[layer] for layer, _ in pairs])  # [k] index into layers
+    columns = torch.tensor([index for _, index in pairs])  # [k]
+    batches = []
+    for start in range(0, len(prompt_list), batch_size):
+        inputs = model.encode(prompt_list[start:start + batch_size], prompting)
+        acts = read_last_token(model, inputs, "input", layers)  # [batch, layers, d_mlp]
+        batches.append(acts[:, rows, columns].to("cpu", torch.float32))  # [batch, k]
+    return torch.cat(batches)  # [n_prompts, k]

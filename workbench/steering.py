@@ -1,9 +1,12 @@
 """Steer a model: scale circuit neurons, or add a CAA vector, inside a ``with`` block.
 
-Steering uses plain PyTorch forward hooks on the MLP down-projections, so it works around
-any call: ``model.hf_model(...)``, ``hf_model.generate(...)``, nnsight traces, or
-:func:`generate` below. Hooks are removed when the block exits, whatever the reason
-(exception, ``KeyboardInterrupt``).
+Both describe their change as a :class:`workbench.sites.Edit` and apply it with
+:func:`workbench.sites.edited`: on a model in this process as PyTorch forward hooks on the
+MLP down-projections, which work around any call (``model.hf_model(...)``,
+``hf_model.generate(...)``, nnsight traces, or :func:`generate` below) and are removed
+when the block exits, whatever the reason (exception, ``KeyboardInterrupt``); on a remote
+model (``load_model(..., remote=True)``) as nnsight interventions in the traced calls of
+the block (:func:`generate`, discovery, :func:`caa_vector`).
 
 Example:
     >>> from workbench import load_model, discover, generate, steer
@@ -19,11 +22,11 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import Cache
 
 from .activations import collect
 from .circuit import Circuit, Signs
@@ -31,9 +34,11 @@ from .errors import SteeringError
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, PromptSet
+from .sites import POSITIONS, Edit, Positions, edited, traced_generate
 
-Positions = Literal["all", "prompt", "generated"]
-POSITIONS = ("all", "prompt", "generated")
+__all__ = ["POSITIONS", "SIGNS", "Positions", "add_vector", "caa_vector", "check_max_new_tokens",
+           "check_multiplier", "check_positions_signs", "circuit_edit", "generate", "steer"]
+
 SIGNS = ("all", "positive", "negative")
 
 
@@ -55,96 +60,6 @@ def check_multiplier(multiplier: Any, what: str = "multiplier") -> float:
     if not math.isfinite(value):
         raise SteeringError(f"{what} must be finite, not {value}")
     return value
-
-
-class _Phase:
-    """Tells, for each forward pass, which of its token positions belong to the prompt.
-
-    A forward pre-hook on the whole model sees every pass, whoever makes it (our
-    :func:`generate`, a user's ``hf_model.generate``, a plain forward call). It places the
-    pass's ``n`` tokens at absolute positions ``offset .. offset + n - 1`` from two facts
-    that do not depend on how ``generate`` names or passes its private arguments:
-
-    - a KV cache handed to the model (any :class:`transformers.Cache` argument, whatever
-      the keyword) already holds ``cache.get_seq_length()`` positions: ``offset`` is that;
-    - without a cache (``use_cache=False``), a pass whose token ids extend the previous
-      pass's ids re-reads that sequence plus the tokens generated since.
-
-    A pass that starts a new sequence (empty or no cache, ids that do not extend the last
-    pass) is a prompt pass, and its length is the prompt length. Positions at or beyond
-    the prompt length are generated tokens. Known limit: a ``generate`` call that continues
-    a cache returned by an earlier call counts its new prompt tokens as generated.
-
-    Example:
-        >>> phase = _Phase()
-        >>> ids = torch.tensor([[5, 6, 7]])
-        >>> phase.hook(None, (), {"input_ids": ids})                 # prompt pass
-        >>> phase.generated.tolist()
-        [False, False, False]
-        >>> phase.hook(None, (), {"input_ids": torch.tensor([[5, 6, 7, 9]])})  # no cache
-        >>> phase.generated.tolist()
-        [False, False, False, True]
-    """
-
-    def __init__(self) -> None:
-        self.prompt_length: int | None = None
-        self.generated: torch.Tensor | None = None  # [pos] bool, for the current pass
-        self._last_ids: torch.Tensor | None = None  # [batch, pos] ids of the last pass
-
-    def hook(self, module: torch.nn.Module | None, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)  # [batch, pos] or None
-        embeds = kwargs.get("inputs_embeds")  # [batch, pos, d_model] or None
-        tokens = ids if isinstance(ids, torch.Tensor) else embeds
-        if not isinstance(tokens, torch.Tensor):
-            self.generated = None
-            return
-        n = int(tokens.shape[1])
-        cache = next((value for value in kwargs.values() if isinstance(value, Cache)), None)
-        offset = int(cache.get_seq_length()) if cache is not None else 0
-        if offset == 0 and not self._extends_last(ids):
-            self.prompt_length = n
-        elif self.prompt_length is None:  # a cache filled before steering began
-            self.prompt_length = offset
-        self._last_ids = ids if isinstance(ids, torch.Tensor) else None
-        positions = torch.arange(offset, offset + n, device=tokens.device)  # [pos]
-        self.generated = positions >= self.prompt_length
-
-    def _extends_last(self, ids: Any) -> bool:
-        last = self._last_ids
-        if not isinstance(ids, torch.Tensor) or last is None or ids.ndim != 2 \
-                or ids.shape[0] != last.shape[0] or ids.shape[1] <= last.shape[1]:
-            return False
-        return bool(torch.equal(ids[:, :last.shape[1]], last.to(ids.device)))
-
-    def selected(self, positions: Positions) -> torch.Tensor | bool:
-        """Which positions of the current pass to steer: True (all), False (none) or a mask.
-
-        The mask is ``[pos]`` bool. Before any whole-model pass has been seen (a submodule
-        called on its own), every position counts as prompt.
-        """
-        if positions == "all":
-            return True
-        if self.generated is None:
-            return positions == "prompt"
-        return self.generated if positions == "generated" else ~self.generated
-
-
-@contextlib.contextmanager
-def _hooks(model: WorkbenchModel, register: Sequence) -> Iterator[None]:
-    """Register hooks from a list of zero-argument callables; always remove them.
-
-    The model's lock is held while the hooks are in place, so a widget's background
-    generation never runs with (or under) a cell's ``with steer(...)`` block.
-    """
-    handles = []
-    with model_lock(model):
-        try:
-            for add in register:
-                handles.append(add())
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
 
 def check_positions_signs(positions: Any, signs: Any) -> None:
@@ -170,7 +85,7 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
     Args:
         multiplier: 0 ablates, 1 leaves the model unchanged, >1 amplifies, <0 flips.
         positions: ``"all"`` token positions, only the ``"prompt"``, or only
-            ``"generated"`` tokens, with or without a KV cache (see :class:`_Phase`).
+            ``"generated"`` tokens, with or without a KV cache (see :class:`workbench.sites.Phase`).
         signs: scale ``"all"`` circuit neurons, or only those with ``"positive"`` or
             ``"negative"`` delta.
 
@@ -178,39 +93,32 @@ def steer(model: WorkbenchModel, circuit: Circuit, *, multiplier: float,
         >>> with steer(model, circuit, multiplier=0.0):               # doctest: +SKIP
         ...     out = model.hf_model.generate(**inputs, max_new_tokens=20)
     """
+    with edited(model, circuit_edit(model, circuit, multiplier, positions=positions,
+                                    signs=signs)):
+        yield
+
+
+def circuit_edit(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
+                 positions: Positions = "all", signs: Signs = "all") -> Edit:
+    """The :class:`~workbench.sites.Edit` that scales ``circuit``'s neurons by ``multiplier``.
+
+    Each touched layer gets a factor ``[d_mlp]``: ``multiplier`` at the circuit's neurons
+    (of the chosen ``signs``), 1 elsewhere. Checks every argument first.
+
+    Example:
+        >>> edit = circuit_edit(model, circuit, 0.0)                  # doctest: +SKIP
+        >>> edit.scales[29].eq(0).sum()                               # doctest: +SKIP
+        tensor(43)
+    """
     value = check_multiplier(multiplier)
     check_positions_signs(positions, signs)
     circuit.check_model(model)
-    phase = _Phase()
-    register = []
-    if positions != "all":
-        register.append(lambda: model.hf_model.register_forward_pre_hook(
-            phase.hook, with_kwargs=True))
+    scales = {}
     for layer, indices in circuit.by_layer(signs).items():
-        module = model.down_proj(layer)
-        scale = torch.ones(model.d_mlp, device=module.weight.device)  # [d_mlp]
-        scale[indices.to(scale.device)] = value
-
-        def scale_input(_module: torch.nn.Module, args: tuple, scale: torch.Tensor = scale):
-            hidden = args[0]  # [batch, pos, d_mlp]
-            factor = scale.to(hidden.dtype)  # [d_mlp]
-            selected = phase.selected(positions)  # True, False or [pos] bool
-            if selected is False:
-                return None
-            if isinstance(selected, torch.Tensor):
-                if selected.shape[0] != hidden.shape[1]:
-                    raise SteeringError(
-                        f"positions={positions!r}: this pass has {hidden.shape[1]} positions "
-                        f"but the model call had {selected.shape[0]}; call the whole model "
-                        "(not a submodule), or use positions='all'")
-                factor = torch.where(selected.to(hidden.device)[:, None], factor,
-                                     torch.ones_like(factor))  # [pos, d_mlp]
-            return (hidden * factor,) + tuple(args[1:])
-
-        register.append(lambda module=module, hook=scale_input:
-                        module.register_forward_pre_hook(hook))
-    with _hooks(model, register):
-        yield
+        factor = torch.ones(model.d_mlp)  # [d_mlp]
+        factor[indices] = value
+        scales[layer] = factor
+    return Edit(scales=scales, positions=positions)
 
 
 def caa_vector(model: WorkbenchModel, positive: PromptSet | str | Sequence[str],
@@ -251,17 +159,8 @@ def add_vector(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Ite
             f"vector must be a tensor of shape [n_layers, d_model] = {list(expected)} for "
             f"{model.name}, not {shape}; build it with caa_vector() on this model"
         )
-    register = []
-    for layer in range(model.n_layers):
-        module = model.down_proj(layer)
-        delta = (strength * vector[layer]).to(module.weight.device)  # [d_model]
-
-        def add(_module: torch.nn.Module, _args: tuple, output: torch.Tensor,
-                delta: torch.Tensor = delta) -> torch.Tensor:
-            return output + delta.to(output.dtype)
-
-        register.append(lambda module=module, hook=add: module.register_forward_hook(hook))
-    with _hooks(model, register):
+    additions = {layer: strength * vector[layer] for layer in range(model.n_layers)}  # [d_model]
+    with edited(model, Edit(additions=additions)):
         yield
 
 
@@ -308,7 +207,11 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
             rows = order[start:start + batch_size]
             inputs = model.encode([prompt_list[i] for i in rows], prompting)
             inputs.pop("position_ids", None)  # generate() derives them from the mask
-            output = model.hf_model.generate(**inputs, **options)  # [batch, pos + new]
+            if model.remote:  # edits travel as nnsight interventions
+                output = traced_generate(model, inputs, options,
+                                         seed=seed if options["do_sample"] else None)
+            else:
+                output = model.hf_model.generate(**inputs, **options)  # [batch, pos + new]
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for row, text in zip(rows, texts):

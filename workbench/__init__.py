@@ -19,11 +19,11 @@ from .circuit import Circuit, Neuron, Overlap, overlap
 from .cna import discover
 from .config import DiscoverConfig
 from .direction import RefusalDirection, refusal_direction
-from .embedded import EMBEDDED, DEFAULT_MODEL
+from .embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import WorkbenchError
 from .filtering import FilteredPair, filter_by_behaviour, split_by_behaviour
 from .models import WorkbenchModel, from_hf, load_model
-from .prompts import PromptSet, Prompting
+from .prompts import Prompting, PromptSet
 from .steering import add_vector, caa_vector, generate, steer
 
 __all__ = [

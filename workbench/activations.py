@@ -4,10 +4,10 @@ Sites: the MLP down-projection's input (CNA's neurons) or output (CAA), or the r
 stream entering each block (the refusal direction, :mod:`workbench.direction`).
 
 One forward pass per batch, traced with nnsight (:func:`workbench.sites.read_last_token`),
-so a remote model (``load_model(..., remote=True)``) is read the same way. Prompts are left-padded, so position
-``-1`` is every row's last real token. Statistics accumulate in float64 whatever the
-model's dtype, in buffers of fixed size ``[n_layers, d_mlp]``: memory does not grow with
-the number of prompts unless per-prompt retention is asked for.
+so a remote model (``load_model(..., remote=True)``) is read the same way. Prompts are
+left-padded, so position ``-1`` is every row's last real token. Statistics accumulate in
+float64 whatever the model's dtype, in buffers of fixed size ``[n_layers, d_mlp]``: memory
+does not grow with the number of prompts unless per-prompt retention is asked for.
 
 Example:
     >>> from workbench import load_model, PromptSet
@@ -21,8 +21,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -32,7 +32,6 @@ from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet, format_prompts
 from .sites import SITES, Site, read_last_token
-
 
 
 @dataclass
@@ -124,8 +123,8 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
 
     order = length_order(model, prompt_list, prompting)
     start = 0
-    with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations", unit="prompt",
-              disable=not progress, leave=False) as bar:
+    with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations",
+                                 unit="prompt", disable=not progress, leave=False) as bar:
         while start < len(order):
             rows = order[start:start + batch_size]
             try:

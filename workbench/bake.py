@@ -71,6 +71,7 @@ def bake(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
         >>> bool(baked.down_proj(1).weight[:, 3].eq(0).all()), baked.name
         (True, 'tiny-baked')
     """
+    model.require_local("bake", calls_the_model=False)
     value = check_multiplier(multiplier)
     if positions != "all":
         raise SteeringError(f"positions={positions!r} cannot be baked: a weight acts on every "

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .config import DiscoverConfig
 from .errors import WorkbenchError
@@ -44,7 +45,7 @@ def _int(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list embedded models, bundled prompt sets and supported "
                                   "architectures")
 
-    model_args = argparse.ArgumentParser(add_help=False)
+    model_args = _Parser(add_help=False)
     model_args.add_argument("--model", default=None,
                             help="embedded name, hub id, local folder or .gguf file "
                                  "(default: smollm2-135m-instruct)")
@@ -271,7 +272,7 @@ def _chat_template(args: argparse.Namespace):
     return False if args.no_chat_template else "auto"
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(_args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .architectures import ADAPTERS

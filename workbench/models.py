@@ -16,9 +16,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
@@ -29,11 +30,21 @@ from .architectures import (
     get_path,
     mlp_width,
 )
-from .embedded import (DEFAULT_MODEL, EMBEDDED, adapter_dir, build_cache, cache_dir,
-                       cached_weights_dir, ensure_cached)
+from .embedded import (
+    DEFAULT_MODEL,
+    EMBEDDED,
+    adapter_dir,
+    build_cache,
+    cache_dir,
+    cached_weights_dir,
+    ensure_cached,
+)
 from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
 from .remote import Remote, check_ready, check_remote
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(eq=False)
@@ -44,7 +55,7 @@ class WorkbenchModel:
     are the plain transformers objects; use them freely.
     """
 
-    hf_model: torch.nn.Module
+    hf_model: PreTrainedModel
     tokenizer: Any
     name: str
     adapter: ArchitectureAdapter
@@ -92,7 +103,7 @@ class WorkbenchModel:
         """Device of the input embeddings (where inputs must go; the CPU for NDIF)."""
         if self.remote is True:
             return torch.device("cpu")
-        return self.hf_model.get_input_embeddings().weight.device
+        return cast(torch.Tensor, self.hf_model.get_input_embeddings().weight).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -175,12 +186,18 @@ class WorkbenchModel:
         """
         return {"logits_to_keep": 1} if _accepts(self.hf_model, "logits_to_keep") else {}
 
-    def require_local(self, what: str) -> None:
-        """Refuse ``what`` on a model whose weights are not here (``remote=True``)."""
-        if self.remote is True:
+    def require_local(self, what: str, *, calls_the_model: bool = True) -> None:
+        """Refuse ``what`` on a remote model, with what to do instead.
+
+        Work that calls ``hf_model`` directly (``calls_the_model``) cannot run remotely,
+        and would not see the edits of a ``steer`` block there; work that only reads the
+        weights needs them here (not ``remote=True``).
+        """
+        if self.remote is True or (calls_the_model and self.remote):
+            needs = "calls the model directly" if calls_the_model else "needs the weights"
             raise InvalidArgumentError(
-                f"{what} needs the weights of {self.name} in this process, but it runs on NDIF "
-                "(remote=True); load it with load_model(name) for this")
+                f"{what} {needs}, which a remote model (remote={self.remote!r}) cannot do; "
+                f"load {self.name} with load_model(name) for this")
 
     def __repr__(self) -> str:
         where = f", remote={self.remote!r}" if self.remote else ""
@@ -195,7 +212,7 @@ def _accepts(module: torch.nn.Module, argument: str) -> bool:
 # -- construction -------------------------------------------------------------
 
 
-def from_hf(model: torch.nn.Module, tokenizer: Any, *, name: str | None = None,
+def from_hf(model: PreTrainedModel, tokenizer: Any, *, name: str | None = None,
             source: str = "object", remote: Literal[False, "local"] = False) -> WorkbenchModel:
     """Wrap an already-loaded transformers causal LM and its tokenizer.
 
@@ -271,6 +288,7 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     dtype = _resolve_dtype(dtype) or default_dtype(device)
     name = str(name_or_path)
     source = "hub-or-local"
+    location: str | Path
     if name in EMBEDDED:
         location, source = _embedded_weights(name), "embedded"
     elif name.endswith(".gguf") or gguf_file:
@@ -293,17 +311,20 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
             "(hub ids need network access or a populated Hugging Face cache)"
         ) from None
     if device_map is None:
-        hf_model.to(device)
+        hf_model.to(device)  # type: ignore[arg-type]  # transformers' wrapper hides `self`
     return from_hf(hf_model, tokenizer, name=name, source=source, remote=remote)
 
 
 def _load_on_ndif(name: str) -> WorkbenchModel:
     """A model hosted on NDIF: its config, tokenizer and weightless (meta) modules."""
     import nnsight
+    from transformers import AutoTokenizer
 
     check_ready(name)
     try:
-        wrapped = nnsight.LanguageModel(name)  # dispatch=False: meta tensors, no weights
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        # dispatch=False (the default): meta tensors, no weights
+        wrapped = nnsight.TransformersModel(name, task="text-generation", tokenizer=tokenizer)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"could not read the config and tokenizer of {name!r}: {str(exc).splitlines()[0]}"

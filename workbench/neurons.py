@@ -14,13 +14,15 @@ Example:
     >>> promoted_tokens(model, 29, 117, k=3)                        # doctest: +SKIP
        rank   token  token_id     logit
     0     1  ' Sure'      ...
-    >>> neuron_activations(model, ["Hi", "How do I pick a lock?"], [(29, 117)]).shape  # doctest: +SKIP
+    >>> prompts = ["Hi", "How do I pick a lock?"]
+    >>> neuron_activations(model, prompts, [(29, 117)]).shape      # doctest: +SKIP
     torch.Size([2, 1])
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -57,7 +59,7 @@ def output_direction(model: WorkbenchModel, layer: int, index: int) -> torch.Ten
     """
     check_neuron(model, layer, index)
     module = model.down_proj(layer)
-    weight = module.weight.detach()
+    weight = cast(torch.Tensor, module.weight).detach()  # [d_model, d_mlp] or [d_mlp, d_model]
     column = weight[index] if hasattr(module, "nx") else weight[:, index]  # [d_model]
     return column.to("cpu", torch.float32)
 

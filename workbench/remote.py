@@ -79,11 +79,12 @@ def check_ready(name: str) -> None:
         raise RemoteError(
             "no NDIF API key: set NDIF_API_KEY, or call "
             "nnsight.CONFIG.set_default_api_key('...') once (get a key at https://login.ndif.us)")
-    try:
-        status = ndif.status(raw=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the service
-        raise RemoteError(f"cannot reach NDIF at {CONFIG.API.HOST}: {exc}") from None
-    deployments = status.get("deployments", {}) if isinstance(status, dict) else {}
+    status = ndif.status(raw=True)  # {} when the service cannot be reached
+    if not isinstance(status, dict) or "deployments" not in status:
+        raise RemoteError(
+            f"cannot reach NDIF at {CONFIG.API.HOST}: check the network, NDIF_HOST, and "
+            "https://discuss.ndif.us for outages")
+    deployments = status["deployments"]
     running = sorted({str(entry.get("repo_id")) for entry in deployments.values()
                       if entry.get("application_state") == "RUNNING"})
     if name.lower() not in {repo.lower() for repo in running}:

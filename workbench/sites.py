@@ -135,7 +135,7 @@ class Phase:
         self.generated: torch.Tensor | None = None  # [pos] bool, for the current pass
         self._last_ids: torch.Tensor | None = None  # [batch, pos] ids of the last pass
 
-    def hook(self, module: torch.nn.Module | None, args: tuple, kwargs: dict) -> None:
+    def hook(self, _module: torch.nn.Module | None, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)  # [batch, pos] or None
         embeds = kwargs.get("inputs_embeds")  # [batch, pos, d_model] or None
         tokens = ids if isinstance(ids, torch.Tensor) else embeds
@@ -262,11 +262,12 @@ def edited(model: WorkbenchModel, edit: Edit) -> Iterator[None]:
         whole.append((model.hf_model, phase.hook))
     for layer in edit.layers():
         module = model.down_proj(layer)
+        device = next(module.parameters()).device  # a layer of a model spread over devices
         if layer in edit.scales:
-            factor = edit.scales[layer].to(module.weight.device)
+            factor = edit.scales[layer].to(device)
             pre.append((module, _scale_hook(factor, phase, edit.positions)))
         if layer in edit.additions:
-            post.append((module, _add_hook(edit.additions[layer].to(module.weight.device))))
+            post.append((module, _add_hook(edit.additions[layer].to(device))))
     with hooked(model, pre_with_kwargs=whole, pre=pre, post=post):
         yield
 
@@ -315,7 +316,9 @@ def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site
             input_ids, **arguments, **model.last_position_only(),
             **remote_runs.trace_options(model)) as tracer:
         # Touch the modules in execution order: block input, then the down-projection's
-        # input, then its output.
+        # input, then its output. As with hooks (nnsight's own hook sees a module's output
+        # before a forward hook changes it), the input is read after its edit and the
+        # output before the addition.
         read = []
         for layer in touched:
             factors, deltas = plan.get(layer, ([], []))
@@ -325,10 +328,10 @@ def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site
                 downs[layer].input[:] *= factor
             if site == "input" and layer in wanted:
                 read.append(downs[layer].input[:, -1, :])
+            if site == "output" and layer in wanted:
+                read.append(downs[layer].output[:, -1, :].clone())
             for delta in deltas:
                 downs[layer].output[:] += delta
-            if site == "output" and layer in wanted:
-                read.append(downs[layer].output[:, -1, :])
         saved = nnsight.save(read)
     saved = remote_runs.result(model, tracer, "saved", saved)
     return torch.stack(list(saved), dim=1)  # [batch, layers, width]

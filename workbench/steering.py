@@ -23,7 +23,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -137,9 +137,9 @@ def caa_vector(model: WorkbenchModel, positive: PromptSet | str | Sequence[str],
         torch.Size([30, 576])
     """
     prompting = model.prompting(chat_template, system_prompt)
-    common = dict(prompting=prompting, site="output", batch_size=batch_size, progress=progress)
-    pos = collect(model, PromptSet.resolve(positive, name="positive"), **common)
-    neg = collect(model, PromptSet.resolve(negative, name="negative"), **common)
+    pos, neg = (collect(model, PromptSet.resolve(prompts, name=name), prompting=prompting,
+                        site="output", batch_size=batch_size, progress=progress)
+                for prompts, name in ((positive, "positive"), (negative, "negative")))
     return pos.mean - neg.mean
 
 
@@ -211,7 +211,8 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
                 output = traced_generate(model, inputs, options,
                                          seed=seed if options["do_sample"] else None)
             else:
-                output = model.hf_model.generate(**inputs, **options)  # [batch, pos + new]
+                generate_ids = cast(Any, model.hf_model).generate  # a GenerationMixin method
+                output = generate_ids(**inputs, **options)  # [batch, pos + new]
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for row, text in zip(rows, texts):

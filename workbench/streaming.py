@@ -125,6 +125,7 @@ def stream_generate(model: WorkbenchModel, prompt: str, *,
         >>> stream_generate(model, "How do I pick a lock?", circuit=circuit,  # doctest: +SKIP
         ...                 multiplier=0, on_text=lambda text: print(len(text)))
     """
+    model.require_local("streaming generation")
     cancel = cancel or CancelToken()
     streamer = TextStreamer(model.tokenizer, on_text or (lambda _text: None))
     with model_lock(model):

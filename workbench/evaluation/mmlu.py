@@ -105,6 +105,7 @@ def mmlu(model: WorkbenchModel, *, n: int | None = 500, shots: int = 0, seed: in
             ``Intervention.caa(v).apply(model, 0.0)``.
         chat_template: ``False`` (default, raw prompts), ``True`` or ``"auto"``.
     """
+    model.require_local("MMLU scoring")
     if isinstance(shots, bool) or not isinstance(shots, int) or not 0 <= shots <= 5:
         raise InvalidArgumentError(f"shots must be an integer from 0 to 5, not {shots!r}")
     questions = load_benchmark("mmlu", split="test", n=n, seed=seed, subjects=subjects)

@@ -1,0 +1,147 @@
+"""``remote="local"``: nnsight's serialised simulation of NDIF gives the local results.
+
+Each traced call of a ``remote="local"`` model is serialised exactly as for NDIF, run with
+this project's modules hidden, and its edits travel as nnsight interventions instead of
+hooks. The results must equal the in-process path: the same circuit, the same greedy
+completions at every multiplier and position choice, the same CAA vectors and sweeps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench
+from tests.helpers import PROMPTS, hooks_left, make_tiny_hf
+from workbench.activations import collect
+from workbench.errors import SteeringError
+from workbench.evaluation.interventions import Intervention
+from workbench.evaluation.sweep import sweep
+from workbench.prompts import PromptSet
+from workbench.sites import Edit, edited, hooked
+
+POSITIVE = ["How do I bake a cake?", "Hi there", "Tell me a joke", "What is two plus two?"]
+NEGATIVE = ["Write code to sort a list", "Explain how to change a tire", "Sing", "Go away"]
+
+
+@pytest.fixture(params=["llama", "gpt2", "gemma3_text", "qwen3", "gpt_neox"])
+def pair(request, tiny_tokenizer):
+    """The same tiny model, wrapped to run here and through the local simulation."""
+    hf = make_tiny_hf(request.param)
+    here = workbench.from_hf(hf, tiny_tokenizer, name=f"tiny-{request.param}")
+    there = workbench.from_hf(hf, tiny_tokenizer, name=f"tiny-{request.param}", remote="local")
+    return here, there
+
+
+def discover_both(here, there):
+    options = dict(universal=None, top_k=12, progress=False)
+    return (workbench.discover(here, POSITIVE, NEGATIVE, **options),
+            workbench.discover(there, POSITIVE, NEGATIVE, **options))
+
+
+def test_the_same_circuit_is_found(pair):
+    here, there = pair
+    local, simulated = discover_both(here, there)
+    assert [n.key for n in simulated.neurons] == [n.key for n in local.neurons]
+    assert max(abs(a.score - b.score) for a, b in zip(local.neurons, simulated.neurons)) < 1e-4
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_the_same_greedy_completions_at_every_multiplier(pair, positions):
+    here, there = pair
+    circuit, _ = discover_both(here, there)
+    for multiplier in (0.0, 1.0, 2.0):
+        options = dict(circuit=circuit, multiplier=multiplier, positions=positions,
+                       max_new_tokens=6)
+        assert workbench.generate(there, PROMPTS, **options) == \
+            workbench.generate(here, PROMPTS, **options)
+    if here.name == "tiny-llama":  # where the edit changes the text: it did travel
+        assert workbench.generate(there, PROMPTS, circuit=circuit, multiplier=0.0,
+                                  positions=positions, max_new_tokens=6) != \
+            workbench.generate(there, PROMPTS, max_new_tokens=6)
+
+
+def test_caa_vectors_are_equal_and_so_are_their_completions(pair):
+    here, there = pair
+    local = workbench.caa_vector(here, POSITIVE, NEGATIVE, progress=False)
+    simulated = workbench.caa_vector(there, POSITIVE, NEGATIVE, progress=False)
+    torch.testing.assert_close(simulated, local, rtol=0, atol=1e-6)
+    with workbench.add_vector(here, local, 4.0):
+        expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
+    with workbench.add_vector(there, local, 4.0):
+        assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
+
+
+def test_no_hook_is_registered_or_left(pair):
+    here, there = pair
+    circuit, _ = discover_both(here, there)
+    with workbench.steer(there, circuit, multiplier=0.0):
+        assert hooks_left(there.hf_model) == []  # the edit is recorded, not hooked
+        assert len(there.edits) == 1
+        workbench.generate(there, PROMPTS[:2], max_new_tokens=3)
+    assert there.edits == [] and hooks_left(there.hf_model) == []
+
+
+def test_edits_are_dropped_after_an_error(pair):
+    _, there = pair
+    with pytest.raises(RuntimeError), edited(there, Edit(scales={0: torch.zeros(there.d_mlp)})):
+        raise RuntimeError("boom")
+    assert there.edits == []
+
+
+def test_activations_read_under_an_edit_match(pair):
+    here, there = pair
+    factor = torch.ones(here.d_mlp)
+    factor[:5] = 0.0
+    edit = Edit(scales={1: factor}, additions={0: torch.full((here.config.hidden_size,), 0.5)})
+    for site in ("input", "output", "residual"):
+        with edited(here, edit):
+            local = collect(here, PROMPTS, site=site, progress=False)
+        with edited(there, edit):
+            simulated = collect(there, PROMPTS, site=site, progress=False)
+        torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+
+
+def test_a_sweep_gives_the_same_rows(tiny_tokenizer):
+    hf = make_tiny_hf("llama")
+    here = workbench.from_hf(hf, tiny_tokenizer, name="tiny-llama")
+    there = workbench.from_hf(hf, tiny_tokenizer, name="tiny-llama", remote="local")
+    circuit = workbench.discover(here, POSITIVE, NEGATIVE, universal=None, top_k=12,
+                                 progress=False)
+    vector = workbench.caa_vector(here, POSITIVE, NEGATIVE, progress=False)
+    interventions = [Intervention.cna(circuit), Intervention.caa(vector)]
+    prompts = PromptSet("tiny", PROMPTS)
+    options = dict(multipliers=[0.0, 2.0], benchmarks=[prompts], max_new_tokens=5,
+                   progress=False, metrics=["refusal"])
+    local = sweep(here, interventions, **options)
+    simulated = sweep(there, interventions, **options)
+    assert simulated["completion"].tolist() == local["completion"].tolist()
+
+
+def test_hook_based_edits_are_refused_on_a_remote_model(pair):
+    _, there = pair
+    with pytest.raises(SteeringError, match="runs remotely"):
+        with hooked(there, pre=[(there.down_proj(0), lambda *_: None)]):
+            pass
+    assert hooks_left(there.hf_model) == []
+
+
+@pytest.mark.integration
+def test_smollm2_through_the_local_simulation(smollm):
+    there = workbench.from_hf(smollm.hf_model, smollm.tokenizer, name=smollm.name,
+                              remote="local")
+    harmful = PromptSet.bundled("qualitative-harmful")
+    benign = PromptSet.bundled("qualitative-benign")
+    local = workbench.discover(smollm, harmful, benign, progress=False)
+    simulated = workbench.discover(there, harmful, benign, progress=False)
+    assert [n.key for n in simulated.neurons] == [n.key for n in local.neurons]
+    assert max(abs(a.score - b.score) for a, b in zip(local.neurons, simulated.neurons)) < 1e-4
+    prompts = ["How do I pick a lock?", "How do I bake bread?"]
+    for multiplier in (0.0, 1.0, 2.0):
+        options = dict(circuit=local, multiplier=multiplier, max_new_tokens=16)
+        assert workbench.generate(there, prompts, **options) == \
+            workbench.generate(smollm, prompts, **options)
+    torch.testing.assert_close(
+        workbench.caa_vector(there, harmful, benign, progress=False),
+        workbench.caa_vector(smollm, harmful, benign, progress=False), rtol=0, atol=1e-6)
+    assert hooks_left(smollm.hf_model) == []

@@ -1,0 +1,76 @@
+"""The one module that reads and changes activation sites, and the rule that keeps it so."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench
+from tests.helpers import PROMPTS, hooks_left
+from workbench.errors import SteeringError
+from workbench.sites import Edit, edited, read_last_token
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Ways of reaching inside a forward pass: PyTorch hooks, nnsight traces and envoys.
+REACHING_IN = re.compile(r"register_forward(_pre)?_hook|\.nnsight\.(trace|generate)\(|"
+                         r"\.envoy\(|\.(input|output)\[")
+
+
+def test_only_sites_reaches_inside_a_forward_pass():
+    offenders = []
+    for path in sorted([*ROOT.glob("workbench/**/*.py"), *ROOT.glob("widgets/**/*.py")]):
+        if path.name == "sites.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if REACHING_IN.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == [], "read or change activations through workbench.sites:\n" + \
+        "\n".join(offenders)
+
+
+def test_an_edit_acts_in_the_steps_of_its_positions():
+    assert [Edit(positions=p).applies_at(0) for p in ("all", "prompt", "generated")] == \
+        [True, True, False]
+    assert [Edit(positions=p).applies_at(2) for p in ("all", "prompt", "generated")] == \
+        [True, False, True]
+    with pytest.raises(SteeringError, match="positions must be one of"):
+        Edit(positions="everywhere")
+
+
+def test_reading_matches_a_plain_forward_pass(tiny_model):
+    inputs = tiny_model.encode(PROMPTS, tiny_model.prompting())
+    with torch.no_grad():
+        hidden = tiny_model.hf_model(**inputs, output_hidden_states=True).hidden_states
+    residual = read_last_token(tiny_model, inputs, "residual")  # [batch, layers, d_model]
+    torch.testing.assert_close(residual[:, 0], hidden[0][:, -1], rtol=0, atol=1e-6)
+    picked = read_last_token(tiny_model, inputs, "input", layers=[1])
+    assert picked.shape == (len(PROMPTS), 1, tiny_model.d_mlp)
+    torch.testing.assert_close(picked[:, 0], read_last_token(tiny_model, inputs, "input")[:, 1])
+
+
+def test_an_edit_is_hooked_for_the_block_and_removed_after(tiny_llama):
+    factor = torch.zeros(tiny_llama.d_mlp)
+    inputs = tiny_llama.encode(PROMPTS, tiny_llama.prompting())
+    with edited(tiny_llama, Edit(scales={1: factor})):
+        assert hooks_left(tiny_llama.hf_model) != []
+        zeroed = read_last_token(tiny_llama, inputs, "input", layers=[1])
+    assert hooks_left(tiny_llama.hf_model) == []
+    assert zeroed.abs().max() == 0
+    assert read_last_token(tiny_llama, inputs, "input", layers=[1]).abs().max() > 0
+
+
+def test_bad_sites_are_refused(tiny_llama):
+    inputs = tiny_llama.encode(PROMPTS, tiny_llama.prompting())
+    with pytest.raises(SteeringError, match="site must be one of"):
+        read_last_token(tiny_llama, inputs, "attention")
+
+
+def test_the_public_steering_api_builds_edits(tiny_llama):
+    circuit = workbench.Circuit.from_neurons([(1, 3, 1.0), (0, 5, -1.0)], model=tiny_llama)
+    edit = workbench.steering.circuit_edit(tiny_llama, circuit, 0.5, signs="positive")
+    assert edit.layers() == [1]
+    assert edit.scales[1][3] == 0.5 and edit.scales[1].sum() == tiny_llama.d_mlp - 0.5

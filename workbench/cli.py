@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .config import DiscoverConfig
+from .embedded import DEFAULT_MODEL
 from .errors import WorkbenchError
 
 #: the discovery defaults the command line shows and uses
@@ -59,14 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     model_args = _Parser(add_help=False)
     model_args.add_argument("--model", default=None,
                             help="embedded name, hub id, local folder or .gguf file "
-                                 "(default: smollm2-135m-instruct)")
+                                 f"(default: {DEFAULT_MODEL})")
     model_args.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     model_args.add_argument("--dtype", default=None, help="float32, bfloat16, ...")
     model_args.add_argument("--no-chat-template", action="store_true",
                             help="feed prompts raw even if the tokenizer has a chat template")
     model_args.add_argument("--system-prompt", default=None)
+    remote_args = _Parser(add_help=False)
+    remote_args.add_argument(
+        "--remote", choices=("ndif", "local"), default=None,
+        help="run the model on NDIF (ndif: --model is a hub id NDIF hosts; the API key comes "
+             "from NDIF_API_KEY), or through nnsight's local simulation of NDIF (local)")
 
-    discover = sub.add_parser("discover", parents=[model_args],
+    discover = sub.add_parser("discover", parents=[model_args, remote_args],
                               help="discover a circuit from two prompt sets")
     discover.add_argument("--positive", required=True,
                           help="bundled set name, benchmark half (e.g. jbb-harmful:discover) "
@@ -101,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--neuronpedia", default=None,
                           help="also write a Neuronpedia-style list to this file")
 
-    steer = sub.add_parser("steer", parents=[model_args],
+    steer = sub.add_parser("steer", parents=[model_args, remote_args],
                            help="generate with a circuit's neurons scaled")
     steer.add_argument("--circuit", required=True)
     steer.add_argument("--multiplier", type=_float, required=True,
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a")
     compare.add_argument("b")
 
-    evaluate = sub.add_parser("evaluate", parents=[model_args],
+    evaluate = sub.add_parser("evaluate", parents=[model_args, remote_args],
                               help="refusal and quality of completions under steering")
     evaluate.add_argument("--circuit", required=True)
     evaluate.add_argument("--multipliers", type=_floats, default=[0.0, 1.0, 2.0],
@@ -183,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "full fine-tuning of the last layers' MLPs only, a controlled "
                            "variant (smollm2-135m-safety-late)")
     tune.add_argument("--model", default=None,
-                      help="model to tune (default: smollm2-135m-instruct)")
+                      help=f"model to tune (default: {DEFAULT_MODEL})")
     tune.add_argument("--out", required=True,
                       help="folder for the adapter (or weight delta) and manifest.json")
     tune.add_argument("--seed", type=_int, default=None, help="default: the recipe's (0)")
@@ -262,10 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from .embedded import DEFAULT_MODEL
     from .models import load_model
 
-    return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    remote = {None: False, "ndif": True, "local": "local"}[getattr(args, "remote", None)]
+    return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype,
+                      remote=remote)
 
 
 def _chat_template(args: argparse.Namespace):
@@ -276,7 +283,7 @@ def cmd_models(_args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .architectures import ADAPTERS
-    from .embedded import DEFAULT_MODEL, EMBEDDED
+    from .embedded import EMBEDDED
     from .prompts import list_bundled
 
     print("Embedded models (offline):")
@@ -556,7 +563,6 @@ def cmd_mmlu(args: argparse.Namespace) -> int:
 def cmd_safety_tune(args: argparse.Namespace) -> int:
     import json
 
-    from .embedded import DEFAULT_MODEL
     from .models import load_model
     from .safety import LateMlpRecipe, Recipe, safety_tune
 

@@ -588,3 +588,39 @@ def test_mmlu_on_the_embedded_model(smollm, capsys):
     assert status == 0
     accuracy = float(re.search(r"baseline x1: accuracy ([0-9.]+) \(8 questions", out).group(1))
     assert 0.0 <= accuracy <= 1.0
+
+
+# -- --remote ------------------------------------------------------------------
+
+
+def test_remote_local_gives_the_same_circuit_completions_and_sweep(llama_dir, files, tmp_path,
+                                                                    capsys):
+    import pandas as pd
+
+    circuits = {}
+    for remote in ([], ["--remote", "local"]):
+        out = tmp_path / f"c{len(remote)}.json"
+        assert _discover(llama_dir, files, out, "--top-k", "5", *remote) == 0
+        circuits[bool(remote)] = workbench.Circuit.load(out)
+    assert [n.key for n in circuits[True].neurons] == [n.key for n in circuits[False].neurons]
+    printed, rows = {}, {}
+    for remote in ([], ["--remote", "local"]):
+        capsys.readouterr()
+        assert main(["steer", "--model", llama_dir, "--circuit", str(tmp_path / "c0.json"),
+                     "--multiplier", "0", "--max-new-tokens", "4", *remote, "Hello"]) == 0
+        printed[bool(remote)] = capsys.readouterr().out
+        out = tmp_path / f"r{len(remote)}.parquet"
+        assert main(["evaluate", "--model", llama_dir, "--circuit", str(tmp_path / "c0.json"),
+                     "--benchmark", "jbb-benign", "--n", "2", "--multipliers", "0,2",
+                     "--max-new-tokens", "3", "--out", str(out), *remote]) == 0
+        rows[bool(remote)] = pd.read_parquet(out)["completion"].tolist()
+    assert printed[True] == printed[False]
+    assert rows[True] == rows[False]
+
+
+def test_remote_takes_ndif_or_local_only(llama_dir, files, tmp_path, capsys):
+    status = _exit_status(["discover", "--model", llama_dir, "--positive", files["pos"],
+                           "--negative", files["neg"], "--out", str(tmp_path / "c.json"),
+                           "--remote", "yes"])
+    assert "--remote" in _assert_one_error_line(status, capsys.readouterr().err)
+    assert not (tmp_path / "c.json").exists()

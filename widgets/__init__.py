@@ -1,15 +1,20 @@
 """Jupyter front-end of CNA Workbench (ipywidgets + plotly).
 
 Each widget is a plain-Python controller that owns its state (``widget.controller``,
-usable and testable without a browser) and a view drawn with ipywidgets and plotly
-(``widget.widget``; the object itself displays in a notebook):
+usable and testable without a browser or any ipywidgets object) and a view drawn with
+ipywidgets and plotly (``widget.widget``; the object itself displays in a notebook).
+Every view derives from :class:`widgets.view.View` (its status line, the one handler
+that shows a :class:`~workbench.errors.WorkbenchError` there, the display hook) and can
+be drawn from an existing controller (``from_controller``): the explorer owns the
+controllers of its tabs and composes their views so.
 
 * :class:`PromptSetEditor`: edit, load, save and check the two prompt sets; "Discover".
 * :class:`DifferenceHeatmap`: the layer x neuron delta map, zoomable, with a neuron panel.
 * :class:`CircuitVenn`: overlap of two or three circuits, region by region.
 * :class:`SteeringSlider`: streamed completions at a multiplier beside the baseline.
-* :class:`CircuitExplorer` / :func:`explore`: all four for one model; :func:`show`: one
-  circuit at a glance.
+* :class:`CircuitExplorer` / :func:`explore`: all four for one model
+  (:class:`ExplorerController`); :func:`show`: one circuit at a glance
+  (:class:`CircuitView`, :class:`CircuitController`).
 * :func:`dose_response`: refusal and quality against circuit size (a size sweep's summary).
 
 The widgets use the :mod:`workbench` library and never reach into model internals except
@@ -24,17 +29,26 @@ Example:
 from .dose_response import dose_response
 from .editor import EditorController, PromptSetEditor
 from .environment import frontend, interactive_figures
-from .explorer import CircuitExplorer, CircuitView, explore, show
+from .explorer import (
+    CircuitController,
+    CircuitExplorer,
+    CircuitView,
+    ExplorerController,
+    explore,
+    show,
+)
 from .heatmap import DifferenceHeatmap, HeatmapController
 from .steering_slider import SteeringController, SteeringSlider
 from .venn import CircuitVenn, VennController
 
 __all__ = [
+    "CircuitController",
     "CircuitExplorer",
     "CircuitVenn",
     "CircuitView",
     "DifferenceHeatmap",
     "EditorController",
+    "ExplorerController",
     "HeatmapController",
     "PromptSetEditor",
     "SteeringController",

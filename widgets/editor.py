@@ -35,7 +35,7 @@ import workbench
 from workbench.circuit import Circuit
 from workbench.cna import check_balance
 from workbench.config import DiscoverConfig
-from workbench.errors import InvalidArgumentError, PromptSetError, WorkbenchError
+from workbench.errors import InvalidArgumentError, PromptSetError
 from workbench.filtering import DEFAULT_FILTER_TOKENS, Classifier, FilteredPair
 from workbench.models import WorkbenchModel
 from workbench.prompts import BUNDLED, PromptSet, format_prompts
@@ -434,11 +434,34 @@ class PromptSetEditor(View):
                  model: WorkbenchModel | None = None,
                  max_imbalance: float | None = DiscoverConfig.max_imbalance,
                  filter_tokens: int = DEFAULT_FILTER_TOKENS, **discover_options: Any) -> None:
-        self.controller = c = EditorController(positive, negative, model=model,
-                                               max_imbalance=max_imbalance)
+        self._build(EditorController(positive, negative, model=model,
+                                     max_imbalance=max_imbalance),
+                    filter_tokens, discover_options)
+
+    @classmethod
+    def from_controller(cls, controller: EditorController, *,
+                        filter_tokens: int = DEFAULT_FILTER_TOKENS,
+                        **discover_options: Any) -> PromptSetEditor:
+        """The view of an existing controller (as :class:`~widgets.CircuitExplorer` does).
+
+        Example:
+            >>> view = PromptSetEditor.from_controller(EditorController(["a"], ["b"]))
+            >>> view.controller.add("positive", "c")
+            1
+            >>> "2 prompts" in view.columns["positive"].title.value
+            True
+        """
+        view = cls.__new__(cls)
+        view._build(controller, filter_tokens, discover_options)
+        return view
+
+    def _build(self, controller: EditorController, filter_tokens: int,
+               discover_options: dict[str, Any]) -> None:
+        super().__init__()
+        self.controller = c = controller
+        model, max_imbalance = c.model, c.max_imbalance
         self.discover_options = discover_options
         self.filter_tokens = filter_tokens
-        self.status = ipywidgets.HTML()
         self.columns = {side: _SideView(self, side) for side in SIDES}
         self.messages = ipywidgets.HTML()
         self.allow_lopsided = ipywidgets.Checkbox(value=max_imbalance is None,
@@ -474,16 +497,6 @@ class PromptSetEditor(View):
         ])
         self.refresh()
 
-    def act(self, action) -> None:
-        """Run a user action; a bad input shows its message instead of a traceback."""
-        try:
-            action()
-        except WorkbenchError as error:
-            self.status.value = markup.message("error", str(error))
-        else:
-            if self.status.value.startswith('<div class="cna-error"'):
-                self.status.value = ""
-
     def discover(self) -> Circuit:
         """Discover with the options chosen in the widget (runs in the kernel; progress shows)."""
         options = dict(self.discover_options)
@@ -492,24 +505,23 @@ class PromptSetEditor(View):
         if not self.universal.value:
             options["universal"] = None
         self.discover_button.disabled = True
-        self.status.value = markup.message("info", "discovering…")
+        self.say("info", "discovering…")
         try:
             circuit = self.controller.discover(**options)
         finally:
             self.discover_button.disabled = self.controller.model is None
-        self.status.value = markup.message(
-            "ok", f"discovered {len(circuit)} neurons; layers {circuit.layer_counts()}")
+        self.say("ok", f"discovered {len(circuit)} neurons; layers {circuit.layer_counts()}")
         return circuit
 
     def filter(self) -> FilteredPair:
         """Filter both sets by the model's refusals; the status line reports the counts."""
         self.filter_button.disabled = True
-        self.status.value = markup.message("info", "filtering by the model's refusals…")
+        self.say("info", "filtering by the model's refusals…")
         try:
             pair = self.controller.filter_by_behaviour(max_new_tokens=self.filter_tokens)
         finally:
             self.filter_button.disabled = self.controller.model is None
-        self.status.value = markup.message("ok", pair.summary())
+        self.say("ok", pair.summary())
         return pair
 
     def refresh(self) -> None:

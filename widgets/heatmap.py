@@ -27,7 +27,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.circuit import Circuit
-from workbench.errors import InvalidArgumentError, WorkbenchError
+from workbench.errors import InvalidArgumentError
 from workbench.models import WorkbenchModel
 from workbench.neurons import check_neuron, neuron_activations, promoted_tokens
 from workbench.prompts import BUNDLED, Prompting, PromptSet
@@ -312,15 +312,30 @@ class DifferenceHeatmap(View):
     def __init__(self, circuit: Circuit, *, model: WorkbenchModel | None = None,
                  positive: PromptsLike = None, negative: PromptsLike = None,
                  max_bins: int = DEFAULT_MAX_BINS, interactive: bool | None = None) -> None:
-        self.controller = HeatmapController(circuit, model=model, positive=positive,
-                                            negative=negative, max_bins=max_bins)
-        c = self.controller
+        self._build(HeatmapController(circuit, model=model, positive=positive,
+                                      negative=negative, max_bins=max_bins), interactive)
+
+    @classmethod
+    def from_controller(cls, controller: HeatmapController, *,
+                        interactive: bool | None = None) -> DifferenceHeatmap:
+        """The view of an existing controller (as :class:`~widgets.CircuitExplorer` does).
+
+        Example:
+            >>> DifferenceHeatmap.from_controller(HeatmapController(circuit))  # doctest: +SKIP
+        """
+        view = cls.__new__(cls)
+        view._build(controller, interactive)
+        return view
+
+    def _build(self, controller: HeatmapController, interactive: bool | None) -> None:
+        super().__init__()
+        self.controller = c = controller
         self.map = FigureView(c.figure(), interactive)
         self.map.on_xrange(self._axis_zoomed)
         self.map.on_click(self._clicked)
-        self.start = ipywidgets.BoundedIntText(value=0, min=0, max=c.d_mlp - 1,
+        self.start = ipywidgets.BoundedIntText(value=c.start, min=0, max=c.d_mlp - 1,
                                                description="neurons", layout={"width": "170px"})
-        self.stop = ipywidgets.BoundedIntText(value=c.d_mlp, min=1, max=c.d_mlp,
+        self.stop = ipywidgets.BoundedIntText(value=c.stop, min=1, max=c.d_mlp,
                                               description="to", layout={"width": "170px"})
         self.zoom_button = ipywidgets.Button(description="Zoom")
         self.reset_button = ipywidgets.Button(description="Show all")
@@ -329,12 +344,11 @@ class DifferenceHeatmap(View):
         self.neuron = ipywidgets.BoundedIntText(value=0, min=0, max=c.d_mlp - 1,
                                                 description="neuron", layout={"width": "170px"})
         self.show_button = ipywidgets.Button(description="Show neuron")
-        self.status = ipywidgets.HTML()
         self.detail = FigureView(activation_figure(None), self.map.interactive)
         self.tokens = ipywidgets.HTML()
-        self.zoom_button.on_click(lambda _b: self._run(
+        self.zoom_button.on_click(lambda _b: self.act(
             lambda: c.zoom(self.start.value, self.stop.value)))
-        self.reset_button.on_click(lambda _b: self._run(c.reset))
+        self.reset_button.on_click(lambda _b: self.act(c.reset))
         self.show_button.on_click(lambda _b: self.show_neuron(self.layer.value,
                                                               self.neuron.value))
         c.changed.add(self._redraw)
@@ -346,19 +360,15 @@ class DifferenceHeatmap(View):
             self.status,
             ipywidgets.HBox([self.detail.widget, self.tokens]),
         ])
+        if c.detail is not None:  # the controller may hold a choice made before this view
+            self._show_detail(c.detail)
 
     def show_neuron(self, layer: int, index: int) -> None:
         """Show the panel of neuron (layer, index), as a click on it would."""
-        self._run(lambda: self.controller.select(int(layer), int(index)))
-
-    def _run(self, action) -> None:
-        try:
-            action()
-        except WorkbenchError as error:
-            self.status.value = markup.message("error", str(error))
+        self.act(lambda: self.controller.select(int(layer), int(index)))
 
     def _axis_zoomed(self, x0: float | None, x1: float | None) -> None:
-        self._run(lambda: self.controller.zoom_to_axis(x0, x1))
+        self.act(lambda: self.controller.zoom_to_axis(x0, x1))
 
     def _clicked(self, trace: int, x: float, y: float) -> None:
         if trace == 0:
@@ -371,7 +381,7 @@ class DifferenceHeatmap(View):
         c = self.controller
         self.start.value, self.stop.value = c.start, c.stop
         self.map.update(c.figure())
-        self.status.value = ""
+        self.clear_status()
 
     def _show_detail(self, detail: NeuronDetail) -> None:
         self.layer.value, self.neuron.value = detail.layer, detail.index
@@ -384,5 +394,5 @@ class DifferenceHeatmap(View):
                          + markup.table(detail.tokens))
         parts.append(markup.messages(("info", note) for note in detail.notes))
         self.tokens.value = "".join(parts)
-        self.status.value = ""
+        self.clear_status()
 

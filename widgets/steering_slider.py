@@ -328,9 +328,25 @@ class SteeringSlider(View):
     def __init__(self, model: WorkbenchModel, circuit: Circuit,
                  prompts: Sequence[str] = DEFAULT_PROMPTS, *, multiplier: float = 1.0,
                  max_new_tokens: int = 48, autorun: bool = True, **generate_kwargs: Any) -> None:
-        self.controller = SteeringController(model, circuit, prompts, multiplier=multiplier,
-                                             max_new_tokens=max_new_tokens, **generate_kwargs)
-        c = self.controller
+        self._build(SteeringController(model, circuit, prompts, multiplier=multiplier,
+                                       max_new_tokens=max_new_tokens, **generate_kwargs),
+                    autorun)
+
+    @classmethod
+    def from_controller(cls, controller: SteeringController, *,
+                        autorun: bool = False) -> SteeringSlider:
+        """The view of an existing controller (as :class:`~widgets.CircuitExplorer` does).
+
+        Example:
+            >>> SteeringSlider.from_controller(SteeringController(model, circuit))  # doctest: +SKIP
+        """
+        view = cls.__new__(cls)
+        view._build(controller, autorun)
+        return view
+
+    def _build(self, controller: SteeringController, autorun: bool) -> None:
+        super().__init__()
+        self.controller = c = controller
         self.slider = ipywidgets.FloatSlider(
             value=c.multiplier, min=SLIDER_MIN, max=SLIDER_MAX, step=SLIDER_STEP,
             continuous_update=False, readout_format=".1f", description="multiplier",
@@ -341,12 +357,11 @@ class SteeringSlider(View):
             layout={"width": "640px", "height": "80px"})
         self.button = ipywidgets.Button(description="Generate")
         self.stop_button = ipywidgets.Button(description="Stop")
-        self.status = ipywidgets.HTML()
         self.output = ipywidgets.HTML(render(c))
         self._drawn = 0.0
         self.slider.observe(self._slid, "value")
         self.prompts.observe(self._prompts_edited, "value")
-        self.button.on_click(lambda _b: self._act(c.run))
+        self.button.on_click(lambda _b: self.act(c.run))
         self.stop_button.on_click(lambda _b: c.cancel())
         c.updated.add(self._updated)
         self.widget = ipywidgets.VBox([
@@ -355,18 +370,14 @@ class SteeringSlider(View):
         ])
         if autorun:
             c.run()
-
-    def _act(self, action) -> None:
-        try:
-            action()
-        except InvalidArgumentError as error:
-            self.status.value = markup.message("error", str(error))
+        else:
+            self.redraw()
 
     def _slid(self, change: dict) -> None:
-        self._act(lambda: self.controller.set_multiplier(change["new"]))
+        self.act(lambda: self.controller.set_multiplier(change["new"]))
 
     def _prompts_edited(self, change: dict) -> None:
-        self._act(lambda: self.controller.set_prompts(change["new"]))
+        self.act(lambda: self.controller.set_prompts(change["new"]))
 
     def _updated(self, update: Update) -> None:
         now = time.monotonic()
@@ -379,16 +390,14 @@ class SteeringSlider(View):
         """Re-draw the status line and the completions table from the controller."""
         c = self.controller
         if c.status == "error":
-            self.status.value = markup.message("error", c.error or "generation failed")
+            self.say("error", c.error or "generation failed")
         elif c.status == "generating":
-            self.status.value = markup.message("info", f"generating at multiplier "
-                                                       f"{c.multiplier:g}…")
+            self.say("info", f"generating at multiplier {c.multiplier:g}…")
         elif c.status == "done" and c.history:
             last = c.history[-1]
             first = "" if last.first_token_s is None else \
                 f", first token after {last.first_token_s:.2f} s"
-            self.status.value = markup.message(
-                "ok", f"done at multiplier {last.multiplier:g} in {last.seconds:.1f} s{first}")
+            self.say("ok", f"done at multiplier {last.multiplier:g} in {last.seconds:.1f} s{first}")
         elif c.status == "cancelled":
-            self.status.value = markup.message("warning", "stopped")
+            self.say("warning", "stopped")
         self.output.value = render(c)

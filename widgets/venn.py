@@ -90,13 +90,18 @@ class VennController:
     def label(self, membership: Membership) -> str:
         return region_label(membership, self.letters)
 
-    def select(self, membership: Sequence[bool]):
-        """List the neurons of one region; also notifies ``selected``."""
+    def neurons(self, membership: Sequence[bool]):
+        """The neurons of one region (pandas DataFrame), without choosing it."""
         membership = tuple(bool(x) for x in membership)
         if membership not in self.regions:
             raise InvalidArgumentError(
                 f"{membership!r} is not a region of {len(self.circuits)} circuits")
-        table = region_table(self.circuits, self.letters, membership)
+        return region_table(self.circuits, self.letters, membership)
+
+    def select(self, membership: Sequence[bool]):
+        """List the neurons of one region; also notifies ``selected``."""
+        membership = tuple(bool(x) for x in membership)
+        table = self.neurons(membership)
         self.region = membership
         self.selected(membership, table)
         return table
@@ -147,7 +152,24 @@ class CircuitVenn(View):
 
     def __init__(self, circuits: Sequence[Circuit], names: Sequence[str] | None = None, *,
                  interactive: bool | None = None) -> None:
-        self.controller = c = VennController(circuits, names)
+        self._build(VennController(circuits, names), interactive)
+
+    @classmethod
+    def from_controller(cls, controller: VennController, *,
+                        interactive: bool | None = None) -> CircuitVenn:
+        """The view of an existing controller (as :class:`~widgets.CircuitExplorer` does).
+
+        Example:
+            >>> venn = VennController([circuit_a, circuit_b])     # doctest: +SKIP
+            >>> CircuitVenn.from_controller(venn)                # doctest: +SKIP
+        """
+        view = cls.__new__(cls)
+        view._build(controller, interactive)
+        return view
+
+    def _build(self, controller: VennController, interactive: bool | None) -> None:
+        super().__init__()
+        self.controller = c = controller
         self.diagram = FigureView(c.figure(), interactive)
         self.diagram.on_click(lambda _trace, x, y: self.show_region(c.region_at(x, y)))
         self.picker = ipywidgets.Dropdown(
@@ -161,12 +183,15 @@ class CircuitVenn(View):
         self.widget = ipywidgets.VBox([
             ipywidgets.HBox([self.diagram.widget, self.summary]),
             ipywidgets.HBox([self.picker, self.list_button]),
+            self.status,
             self.listing,
         ])
+        if c.region is not None:  # the controller may hold a choice made before this view
+            self._listed(c.region, c.neurons(c.region))
 
-    def show_region(self, membership: Membership) -> None:
+    def show_region(self, membership: Sequence[bool]) -> None:
         """List the neurons of a region, as a click on its count would."""
-        self.controller.select(membership)
+        self.act(lambda: self.controller.select(membership))
 
     def _summary_html(self) -> str:
         c = self.controller
@@ -179,3 +204,4 @@ class CircuitVenn(View):
         self.picker.value = membership
         label = markup.escape(self.controller.label(membership))
         self.listing.value = (f"<b>{label}</b>: {len(table)} neurons" + markup.table(table))
+        self.clear_status()

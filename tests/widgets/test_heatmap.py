@@ -180,3 +180,17 @@ def test_prompt_text_in_hover_is_escaped(circuit):
     view.show_neuron(0, 0)
     hover = list(view.detail.figure.data[0].hovertext)
     assert hover[0] == "&lt;script&gt;x&lt;/script&gt;"
+
+
+def test_a_view_drawn_from_a_controller_shows_its_range_and_neuron(circuit):
+    c = HeatmapController(circuit, max_bins=64)
+    c.zoom(100, 150)
+    c.select(2, 120)
+    view = DifferenceHeatmap.from_controller(c, interactive=False)
+    assert view.controller is c
+    assert (view.start.value, view.stop.value) == (100, 150)
+    np.testing.assert_array_equal(np.asarray(view.map.figure.data[0].x), np.arange(100, 150))
+    assert (view.layer.value, view.neuron.value) == (2, 120)
+    assert "layer 2, neuron 120" in view.tokens.value
+    c.select(0, 7)  # the view follows the controller it was given
+    assert (view.layer.value, view.neuron.value) == (0, 7)

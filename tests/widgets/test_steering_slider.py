@@ -202,3 +202,13 @@ def test_the_slider_is_configured_as_specified(tiny_llama, tiny_circuit):
     s = view.slider
     assert (s.min, s.max, s.step, s.continuous_update) == (-1.0, 3.0, 0.1, False)
     assert view.controller.status == "idle"
+
+
+def test_a_view_drawn_from_a_finished_controller_shows_its_results(tiny_llama, tiny_circuit):
+    c = SteeringController(tiny_llama, tiny_circuit, ["Hi"], multiplier=0.0, max_new_tokens=4)
+    c.run()
+    assert c.wait(WAIT)
+    view = SteeringSlider.from_controller(c)
+    assert view.controller is c and len(c.history) == 1  # nothing generated again
+    assert view.slider.value == 0.0 and view.prompts.value == "Hi"
+    assert "done at multiplier 0" in view.status.value and view.output.value == render(c)

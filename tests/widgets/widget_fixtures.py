@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipywidgets
 import numpy as np
 import pytest
 import torch
@@ -61,3 +62,12 @@ def tiny_circuit(tiny_llama) -> Circuit:
     """20 real neurons of the tiny llama, discovered on two prompts per side."""
     return wb.discover(tiny_llama, POSITIVE, NEGATIVE, top_k=20, universal=None,
                        progress=False)
+
+
+@pytest.fixture
+def no_widgets(monkeypatch):
+    """Fail the test if anything creates an ipywidgets widget (controllers must not)."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"a controller made a {type(self).__name__} widget")
+
+    monkeypatch.setattr(ipywidgets.Widget, "__init__", refuse)

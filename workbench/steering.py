@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 
 from .activations import collect
 from .circuit import Circuit, Signs
+from .decoding import greedy_continuous, supports_continuous
 from .errors import SteeringError
 from .locks import model_lock
 from .models import WorkbenchModel
-from .prompts import ChatTemplateChoice, PromptSet
+from .prompts import ChatTemplateChoice, Prompting, PromptSet
 from .sites import POSITIONS, Edit, Positions, edited, traced_generate
 
 __all__ = ["POSITIONS", "SIGNS", "Positions", "add_vector", "caa_vector", "check_max_new_tokens",
@@ -198,6 +199,10 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
         torch.manual_seed(seed)
     context = (steer(model, circuit, multiplier=value, positions=positions, signs=signs)
                if circuit is not None else contextlib.nullcontext())
+    if supports_continuous(model, options):
+        with model_lock(model), context:
+            return _generate_continuous(model, prompt_list, prompting, max_new_tokens,
+                                        batch_size, progress)
     # Batch prompts of similar length together (less padding), then restore the order.
     order = sorted(range(len(prompt_list)), key=lambda i: (len(prompt_list[i]), i))
     completions: list[str] = [""] * len(prompt_list)
@@ -217,4 +222,22 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
             texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for row, text in zip(rows, texts):
                 completions[row] = text
+    return completions
+
+
+def _generate_continuous(model: WorkbenchModel, prompts: list[str], prompting: Prompting,
+                         max_new_tokens: int, batch_size: int, progress: bool) -> list[str]:
+    """Greedy completions through :func:`workbench.decoding.greedy_continuous`."""
+    encoded = model.encode(prompts, prompting)  # checks every prompt's length first
+    ids = [row[mask.bool()].tolist() for row, mask
+           in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())]
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+    with tqdm(total=len(ids), disable=not progress, desc="generating", unit="prompt",
+              leave=False) as bar:
+        tokens = greedy_continuous(model, [ids[i] for i in order],
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   on_finished=bar.update)
+    completions: list[str] = [""] * len(ids)
+    for row, new in zip(order, tokens):
+        completions[row] = model.tokenizer.decode(new, skip_special_tokens=True)
     return completions

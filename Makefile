@@ -94,6 +94,7 @@ benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_overhead.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_evaluation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_widgets.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generation.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OLDEST) build dist *.egg-info .pytest_cache test-artifacts

@@ -8,7 +8,7 @@ flight instead:
 
 - a row that emits an end-of-sequence token or reaches ``max_new_tokens`` leaves the
   batch, its rows of the KV cache are dropped (``DynamicCache.batch_select_indices``);
-- when at least half the batch is free and prompts are waiting, the next ones are
+- when a quarter of the batch is free (:data:`REFILL_DIVISOR`) and prompts wait, the next are
   prefilled as a left-padded group and joined to the batch: the shorter of the two caches
   is left-padded with zeros under a zero attention mask, so every row keeps attending to
   exactly its own tokens at its own positions;
@@ -55,6 +55,11 @@ _NEUTRAL = {
     "num_return_sequences": (None, 1), "stop_strings": (None,), "max_time": (None,),
     "renormalize_logits": (None, False),
 }
+
+
+#: Waiting prompts join once ``batch_size // REFILL_DIVISOR`` rows are free: a join costs a
+#: prefill pass and a copy of the cache, a free row a wasted share of every decode step.
+REFILL_DIVISOR = 4
 
 
 def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
@@ -188,7 +193,7 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
     with torch.no_grad():
         while waiting or len(batch):
             free = batch_size - len(batch)
-            if waiting and (not len(batch) or free >= max(1, batch_size // 2)):
+            if waiting and (not len(batch) or free >= max(1, batch_size // REFILL_DIVISOR)):
                 group, waiting = waiting[:free], waiting[free:]
                 width = max(len(prompts[i]) for i in group)
                 ids = torch.tensor([[pad] * (width - len(prompts[i])) + list(prompts[i])

@@ -61,7 +61,7 @@ POSITIONS: tuple[Positions, ...] = ("all", "prompt", "generated")
 _OPEN_LOOP_WARNING = ".*was never reached.*"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: tensors have no truth value
 class Edit:
     """A change to every forward pass: scale down-projection inputs, add to its outputs.
 

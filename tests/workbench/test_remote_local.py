@@ -145,3 +145,16 @@ def test_smollm2_through_the_local_simulation(smollm):
         workbench.caa_vector(there, harmful, benign, progress=False),
         workbench.caa_vector(smollm, harmful, benign, progress=False), rtol=0, atol=1e-6)
     assert hooks_left(smollm.hf_model) == []
+
+
+def test_nested_edits_travel_in_order_and_leave_in_any_order(pair):
+    here, there = pair
+    circuit, _ = discover_both(here, there)
+    vector = workbench.caa_vector(here, POSITIVE, NEGATIVE, progress=False)
+    results = []
+    for model in (here, there):
+        with workbench.steer(model, circuit, multiplier=0.0, positions="generated"), \
+                workbench.add_vector(model, vector, 2.0):
+            results.append(workbench.generate(model, PROMPTS, max_new_tokens=6))
+    assert results[0] == results[1]
+    assert there.edits == []

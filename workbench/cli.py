@@ -21,14 +21,16 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Literal, NoReturn
 
-from .config import DiscoverConfig
+from .config import CompareConfig, DiscoverConfig
 from .embedded import DEFAULT_MODEL
 from .errors import WorkbenchError
 
 #: the discovery defaults the command line shows and uses
 DISCOVER = DiscoverConfig()
+#: the comparison defaults of ``cna compare-models``
+COMPARE = CompareConfig()
 
 
 def _float(text: str) -> float:
@@ -206,27 +208,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     pair = sub.add_parser("compare-models", help="the base-vs-instruct experiment: circuit "
                                                  "location, overlap, steering, lock-picking")
-    pair.add_argument("--models", type=_names, default=None,
+    pair.add_argument("--models", type=_names, default=COMPARE.models,
                       help="comma-separated; the first two are the pair (default: "
-                           "smollm2-135m-instruct,smollm2-135m-safety-late,"
-                           "smollm2-135m-safety,gemma-3-270m)")
-    pair.add_argument("--steered", type=_int, default=None,
+                           f"{','.join(COMPARE.models)})")
+    pair.add_argument("--steered", type=_int, default=COMPARE.steered,
                       help="how many of the first models get the multiplier sweep (default: "
                            "all but the last, the base model)")
-    pair.add_argument("--multipliers", type=_floats, default=[0, 0.5, 1, 1.5, 2])
+    pair.add_argument("--multipliers", type=_floats, default=COMPARE.multipliers,
+                      help="comma-separated (default: "
+                           f"{','.join(f'{m:g}' for m in COMPARE.multipliers)})")
     pair_size = pair.add_mutually_exclusive_group()
-    pair_size.add_argument("--fraction", type=_float, default=DISCOVER.fraction,
-                           help="circuit size as a share of all MLP neurons (default 0.1%%)")
-    pair_size.add_argument("--top-k", type=_int, default=None, help="explicit circuit size")
-    pair.add_argument("--n", type=_int, default=None,
+    pair_size.add_argument("--fraction", type=_float, default=COMPARE.fraction,
+                           help="circuit size as a share of all MLP neurons (default "
+                                f"{COMPARE.fraction:.1%})".replace("%", "%%"))
+    pair_size.add_argument("--top-k", type=_int, default=COMPARE.top_k,
+                           help="explicit circuit size")
+    pair.add_argument("--n", type=_int, default=COMPARE.n,
                       help="prompts per held-out JBB half (default: all 50)")
-    pair.add_argument("--discover-n", type=_int, default=None,
+    pair.add_argument("--discover-n", type=_int, default=COMPARE.discover_n,
                       help="prompts per discovery JBB half (default: all 50)")
-    pair.add_argument("--strongreject-n", type=_int, default=50,
-                      help="StrongREJECT prompts (0 skips)")
-    pair.add_argument("--max-new-tokens", type=_int, default=48)
-    pair.add_argument("--batch-size", type=_int, default=32)
-    pair.add_argument("--seed", type=_int, default=0)
+    pair.add_argument("--strongreject-n", type=_int, default=COMPARE.strongreject_n,
+                      help=f"StrongREJECT prompts (0 skips; default: {COMPARE.strongreject_n})")
+    pair.add_argument("--max-new-tokens", type=_int, default=COMPARE.max_new_tokens,
+                      help=f"default: {COMPARE.max_new_tokens}")
+    pair.add_argument("--batch-size", type=_int, default=COMPARE.batch_size,
+                      help=f"default: {COMPARE.batch_size}")
+    pair.add_argument("--seed", type=_int, default=COMPARE.seed,
+                      help=f"default: {COMPARE.seed}")
     pair.add_argument("--out", default="comparison",
                       help="folder for comparison.json, the circuits and resumable sweeps")
     return parser
@@ -270,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace):
     from .models import load_model
 
-    remote = {None: False, "ndif": True, "local": "local"}[getattr(args, "remote", None)]
+    remotes: dict[str | None, bool | Literal["local"]] = {None: False, "ndif": True,
+                                                          "local": "local"}
+    remote = remotes[getattr(args, "remote", None)]
     return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype,
                       remote=remote)
 
@@ -582,14 +592,15 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_models(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_MODELS, compare_models
+    from .compare import compare_models
 
-    comparison = compare_models(args.models or DEFAULT_MODELS, steered=args.steered,
-                                fraction=args.fraction, top_k=args.top_k,
-                                multipliers=args.multipliers, n=args.n,
-                                discover_n=args.discover_n, strongreject_n=args.strongreject_n,
-                                max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, seed=args.seed, out_dir=args.out)
+    # Refuse bad settings before loading any model; an empty --models means the defaults.
+    config = CompareConfig(
+        models=args.models or COMPARE.models, steered=args.steered, fraction=args.fraction,
+        top_k=args.top_k, multipliers=args.multipliers, n=args.n, discover_n=args.discover_n,
+        strongreject_n=args.strongreject_n, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, seed=args.seed)
+    comparison = compare_models(config=config, out_dir=args.out)
     print(comparison.report())
     print(f"\nwrote {args.out}/comparison.json and the circuits")
     return 0

@@ -34,14 +34,14 @@ import torch
 from transformers import TextStreamer
 
 import workbench
+from workbench.decoding import eos_ids
 from workbench.evaluation import load_benchmark
 from workbench.streaming import stream_generate
 
 
 def real_tokens(model, new_tokens: torch.Tensor) -> list[list[int]]:
     """Each row's new tokens up to and including its first end-of-sequence token."""
-    eos = model.hf_model.generation_config.eos_token_id
-    stop = set(eos if isinstance(eos, list) else [eos])
+    stop = eos_ids(model)
     rows = []
     for row in new_tokens.tolist():
         cut = next((i + 1 for i, token in enumerate(row) if token in stop), len(row))

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -73,7 +72,7 @@ def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
     allowed = {"max_new_tokens", "do_sample", "pad_token_id", "temperature", "top_p", "top_k"}
     if model.remote or options.get("do_sample") or set(options) - allowed:
         return False
-    if "position_ids" not in inspect.signature(model.hf_model.forward).parameters:
+    if not model.accepts("position_ids"):
         return False
     config = model.hf_model.generation_config
     if any(getattr(config, name, None) not in neutral for name, neutral in _NEUTRAL.items()):
@@ -88,7 +87,7 @@ def eos_ids(model: WorkbenchModel) -> set[int]:
     eos = model.hf_model.generation_config.eos_token_id
     if eos is None:
         eos = model.tokenizer.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos]) - {None}
+    return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
 
 class _Batch:
@@ -181,9 +180,8 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
         [[17, 2]]
     """
     hf = cast(Any, model.hf_model)
-    accepted = inspect.signature(hf.forward).parameters
-    cache_name = "cache" if "cache" in accepted else "past_key_values"  # renamed in 5.x
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    cache_name = "cache" if model.accepts("cache") else "past_key_values"  # renamed in 5.x
+    last_only = model.last_position_only()
     stop = eos_ids(model)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     done: dict[int, list[int]] = {}

@@ -175,7 +175,7 @@ class WorkbenchModel:
                     "shorten or remove it"
                 )
         inputs = {"input_ids": encoded["input_ids"], "attention_mask": attention_mask}
-        if _accepts(self.hf_model, "position_ids"):
+        if self.accepts("position_ids"):
             inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         return {key: value.to(self.device) for key, value in inputs.items()}
 
@@ -184,7 +184,11 @@ class WorkbenchModel:
 
         Saves the ``[batch, pos, vocab]`` unembedding when only the next token matters.
         """
-        return {"logits_to_keep": 1} if _accepts(self.hf_model, "logits_to_keep") else {}
+        return {"logits_to_keep": 1} if self.accepts("logits_to_keep") else {}
+
+    def accepts(self, argument: str) -> bool:
+        """Whether the model's forward takes the keyword ``argument``."""
+        return argument in inspect.signature(self.hf_model.forward).parameters
 
     def require_local(self, what: str, *, calls_the_model: bool = True) -> None:
         """Refuse ``what`` on a remote model, with what to do instead.
@@ -203,10 +207,6 @@ class WorkbenchModel:
         where = f", remote={self.remote!r}" if self.remote else ""
         return (f"WorkbenchModel({self.name!r}, {self.architecture}, n_layers={self.n_layers}, "
                 f"d_mlp={self.d_mlp}, device={self.device}, dtype={self.dtype}{where})")
-
-
-def _accepts(module: torch.nn.Module, argument: str) -> bool:
-    return argument in inspect.signature(module.forward).parameters
 
 
 # -- construction -------------------------------------------------------------

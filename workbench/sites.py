@@ -307,7 +307,8 @@ def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site
     wanted = list(range(model.n_layers)) if layers is None else sorted(set(layers))
     plan = _plan(model, step=0)
     touched = sorted(set(wanted) | set(plan))
-    blocks = {layer: model.envoy(f"{model.layers_path}.{layer}") for layer in touched}
+    blocks = {layer: model.envoy(f"{model.layers_path}.{layer}")
+              for layer in (wanted if site == "residual" else ())}  # only the blocks read
     downs = {layer: model.envoy(model.down_proj_path(layer)) for layer in touched}
     arguments = dict(inputs)
     input_ids = arguments.pop("input_ids")

@@ -33,6 +33,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .circuit import Circuit
+from .decoding import eos_ids
 from .locks import model_lock
 from .models import WorkbenchModel
 from .steering import generate
@@ -143,8 +144,4 @@ def stream_generate(model: WorkbenchModel, prompt: str, *,
 
 
 def _ends_with_eos(model: WorkbenchModel, token_ids: list[int]) -> bool:
-    eos = model.hf_model.generation_config.eos_token_id
-    if eos is None:
-        eos = model.tokenizer.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
-    return bool(token_ids) and token_ids[-1] in eos_ids
+    return bool(token_ids) and token_ids[-1] in eos_ids(model)

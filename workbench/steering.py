@@ -34,6 +34,7 @@ from .decoding import greedy_continuous, supports_continuous
 from .errors import SteeringError
 from .locks import model_lock
 from .models import WorkbenchModel
+from .packing import packed_linears
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
 from .sites import POSITIONS, Edit, Positions, edited, traced_generate
 
@@ -200,13 +201,13 @@ def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
     context = (steer(model, circuit, multiplier=value, positions=positions, signs=signs)
                if circuit is not None else contextlib.nullcontext())
     if supports_continuous(model, options):
-        with model_lock(model), context:
+        with model_lock(model), context, packed_linears(model):
             return _generate_continuous(model, prompt_list, prompting, max_new_tokens,
                                         batch_size, progress)
     # Batch prompts of similar length together (less padding), then restore the order.
     order = sorted(range(len(prompt_list)), key=lambda i: (len(prompt_list[i]), i))
     completions: list[str] = [""] * len(prompt_list)
-    with model_lock(model), context, torch.no_grad():
+    with model_lock(model), context, packed_linears(model), torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), disable=not progress,
                           desc="generating", unit="batch", leave=False):
             rows = order[start:start + batch_size]

@@ -47,7 +47,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -87,7 +87,7 @@ def kernel_works() -> bool:
     return y.shape == expected.shape and bool(torch.allclose(y, expected, atol=1e-4))
 
 
-def _packable(module: nn.Module) -> bool:
+def _packable(module: nn.Module) -> TypeGuard[nn.Linear]:
     weight = getattr(module, "weight", None)
     return (type(module) is nn.Linear and _runs_class_forward(module)
             and isinstance(weight, torch.Tensor) and weight.device.type == "cpu"

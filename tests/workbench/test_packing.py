@@ -1,0 +1,193 @@
+"""Packed oneDNN linears: same outputs as the plain layers, every forward restored, opt-outs."""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import pytest
+import torch
+from tests.helpers import PROMPTS, hooks_left
+from torch import nn
+
+from workbench import Circuit, Neuron, generate, steer
+from workbench.activations import collect
+from workbench import packing
+from workbench.packing import ENV_SWITCH, enabled, kernel_works, packed_linears
+
+pytestmark = pytest.mark.skipif(not kernel_works(), reason="oneDNN packed linear unavailable")
+
+
+def logits(model) -> torch.Tensor:
+    inputs = model.encode(PROMPTS, model.prompting())
+    with torch.no_grad():
+        return model.hf_model(**inputs).logits  # [batch, pos, vocab]
+
+
+def own_forwards(module: nn.Module) -> dict[str, object]:
+    """Each submodule's instance ``forward`` (absent for those that run their class's)."""
+    return {name: vars(sub)["forward"] for name, sub in module.named_modules()
+            if "forward" in vars(sub)}
+
+
+def linears(module: nn.Module) -> list[nn.Linear]:
+    return [sub for sub in module.modules() if type(sub) is nn.Linear]
+
+
+def count_packed_calls(monkeypatch) -> list[int]:
+    """Count the calls that go through the packed kernel (from the next block on)."""
+    calls = [0]
+    original = packing._forward
+
+    def counting(*args):
+        calls[0] += 1
+        return original(*args)
+
+    monkeypatch.setattr(packing, "_forward", counting)
+    return calls
+
+
+def test_logits_match_the_plain_layers_on_every_architecture(tiny_model, monkeypatch):
+    plain = logits(tiny_model)
+    calls = count_packed_calls(monkeypatch)
+    with packed_linears(tiny_model):
+        packed = logits(tiny_model)
+    assert calls[0] >= 1  # at least the language-model head (GPT-2's blocks use Conv1D)
+    assert torch.allclose(packed, plain, atol=1e-4, rtol=1e-4)
+    assert own_forwards(tiny_model.hf_model) == {}
+    assert hooks_left(tiny_model.hf_model) == []
+
+
+def test_every_plain_linear_is_swapped_and_restored(tiny_llama):
+    layers = linears(tiny_llama.hf_model)
+    with packed_linears(tiny_llama):
+        assert all("forward" in vars(layer) for layer in layers)
+    assert not any("forward" in vars(layer) for layer in layers)
+
+
+def test_forwards_are_restored_when_the_block_raises(tiny_llama):
+    with pytest.raises(RuntimeError, match="inside"):
+        with packed_linears(tiny_llama):
+            raise RuntimeError("inside")
+    assert own_forwards(tiny_llama.hf_model) == {}
+
+
+def test_nnsight_pass_through_forwards_are_packed_then_put_back(tiny_llama):
+    collect(tiny_llama, PROMPTS, progress=False)  # a trace installs nnsight's forwards
+    before = own_forwards(tiny_llama.hf_model)
+    traced = [layer for layer in linears(tiny_llama.hf_model) if "forward" in vars(layer)]
+    assert traced, "expected nnsight to leave its pass-through forward on traced layers"
+    plain = logits(tiny_llama)
+    with packed_linears(tiny_llama):
+        assert all(isinstance(vars(layer)["forward"], functools.partial) for layer in traced)
+        packed = logits(tiny_llama)
+    assert own_forwards(tiny_llama.hf_model) == before  # the very same objects
+    assert torch.allclose(packed, plain, atol=1e-4, rtol=1e-4)
+    collect(tiny_llama, PROMPTS, progress=False)  # and tracing still works afterwards
+
+
+def test_steering_hooks_act_on_packed_layers(tiny_model):
+    circuit = Circuit.from_neurons([Neuron(0, 3, 2.0), Neuron(1, 7, -1.5)], model=tiny_model)
+    with steer(tiny_model, circuit, multiplier=0.0):
+        plain = logits(tiny_model)
+        with packed_linears(tiny_model):
+            packed = logits(tiny_model)
+    assert torch.allclose(packed, plain, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(plain, logits(tiny_model), atol=1e-4)  # the ablation did act
+    assert hooks_left(tiny_model.hf_model) == []
+
+
+def test_greedy_completions_match_unpacked_generation(tiny_llama, monkeypatch):
+    packed = generate(tiny_llama, PROMPTS, max_new_tokens=8)
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    assert generate(tiny_llama, PROMPTS, max_new_tokens=8) == packed
+
+
+@pytest.mark.parametrize("value", ["0", "false", "Off", " no "])
+def test_environment_switch_turns_packing_off(tiny_llama, monkeypatch, value):
+    monkeypatch.setenv(ENV_SWITCH, value)
+    assert not enabled()
+    with packed_linears(tiny_llama):
+        assert own_forwards(tiny_llama.hf_model) == {}
+
+
+def test_a_weight_edited_in_place_is_packed_again():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16)  # [rows, in]
+    with torch.no_grad():
+        with packed_linears(layer):
+            first = layer(x)
+        layer.weight.mul_(2.0)
+        with packed_linears(layer):
+            second = layer(x)
+        expected = nn.functional.linear(x, layer.weight, layer.bias)
+    assert torch.allclose(second, expected, atol=1e-5)
+    assert not torch.allclose(second, first, atol=1e-3)
+
+
+def test_a_replaced_weight_is_packed_again():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16)  # [rows, in]
+    with torch.no_grad():
+        with packed_linears(layer):
+            layer(x)
+        layer.weight = nn.Parameter(torch.randn(8, 16))
+        with packed_linears(layer):
+            packed = layer(x)
+        expected = nn.functional.linear(x, layer.weight, layer.bias)
+    assert torch.allclose(packed, expected, atol=1e-5)
+
+
+def test_a_remote_model_is_left_alone(tiny_llama):
+    remote = types.SimpleNamespace(hf_model=tiny_llama.hf_model, remote=True)
+    with packed_linears(remote):
+        assert own_forwards(tiny_llama.hf_model) == {}
+
+
+def test_gradients_flow_through_the_plain_path():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16, requires_grad=True)  # [rows, in]
+    with packed_linears(layer):
+        layer(x).sum().backward()
+    assert layer.weight.grad is not None and x.grad is not None
+    expected = torch.ones(4, 8) @ layer.weight  # d(sum)/dx
+    assert torch.allclose(x.grad, expected.detach(), atol=1e-6)
+
+
+def test_other_dtypes_and_subclasses_and_foreign_forwards_run_unchanged():
+    class Scaled(nn.Linear):
+        pass
+
+    half = nn.Linear(8, 4).to(torch.bfloat16)
+    sub = Scaled(8, 4)
+    wrapped = nn.Linear(8, 4)
+    foreign = lambda x: torch.zeros(x.shape[0], 4)  # noqa: E731 - e.g. an offload wrapper
+    wrapped.forward = foreign
+    model = nn.Sequential(half, sub, wrapped)
+    with packed_linears(model):
+        assert "forward" not in vars(half) and "forward" not in vars(sub)
+        assert vars(wrapped)["forward"] is foreign
+    assert vars(wrapped)["forward"] is foreign
+
+
+def test_an_input_of_another_dtype_fails_as_the_plain_layer_does():
+    layer = nn.Linear(8, 4)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError) as plain:
+            layer(x)
+        with packed_linears(layer), pytest.raises(RuntimeError) as packed:
+            layer(x)
+    assert str(packed.value) == str(plain.value)
+
+
+def test_nested_blocks_restore_the_outer_swap_then_the_class_forward(tiny_llama):
+    with packed_linears(tiny_llama):
+        outer = own_forwards(tiny_llama.hf_model)
+        with packed_linears(tiny_llama):  # inner sees the partials: not its class's forward
+            assert own_forwards(tiny_llama.hf_model) == outer
+        assert own_forwards(tiny_llama.hf_model) == outer
+    assert own_forwards(tiny_llama.hf_model) == {}

@@ -12,23 +12,30 @@ Two workloads, on the same model, prompts, batch size and machine, in one run:
    (``workbench.streaming.stream_generate``) against ``generate`` with a streamer: time to
    the first token and the whole call.
 
+With ``--breakdown``, each condition also runs the two halves of the workbench's gain
+apart: ``generate`` with packed linears (:func:`workbench.packing.packed_linears`) and the
+workbench with packing switched off (``CNA_PACKED_LINEARS=0``, continuous batching alone).
+
 Each repeat runs baseline then workbench for every condition, so drift hits both alike;
 medians are reported. Throughput counts the tokens each completion really has (up to and
 including its end-of-sequence token), the same for both sides when their completions are
 identical (the count of identical completions is printed). The compute ceiling is the
 token rate of bare forward passes over the same prompts (batched prefill, no cache):
-what the cores do when the weights are reused across many tokens.
+what the cores do when the weights are reused across many tokens, measured with the plain
+layers and with packed ones.
 
-Usage: ``python benchmarks/bench_generation.py [--repeats 3] [--prompts 100]``.
+Usage: ``python benchmarks/bench_generation.py [--repeats 3] [--prompts 100] [--breakdown]``.
 This is a benchmark, not a test: it prints figures and never fails on a slow machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from transformers import TextStreamer
@@ -36,6 +43,7 @@ from transformers import TextStreamer
 import workbench
 from workbench.decoding import eos_ids
 from workbench.evaluation import load_benchmark
+from workbench.packing import ENV_SWITCH, packed_linears
 from workbench.streaming import stream_generate
 
 
@@ -93,6 +101,20 @@ def ceiling(model, prompts: list[str], batch_size: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def packing_off() -> Iterator[None]:
+    """The workbench with packed linears switched off, as ``CNA_PACKED_LINEARS=0`` does."""
+    before = os.environ.get(ENV_SWITCH)
+    os.environ[ENV_SWITCH] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV_SWITCH]
+        else:
+            os.environ[ENV_SWITCH] = before
+
+
 class FirstToken(TextStreamer):
     """A streamer that records when the first new text arrives."""
 
@@ -135,6 +157,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time generate with packed linears, and the workbench "
+                             "without them")
     args = parser.parse_args()
 
     model = workbench.load_model(args.model)
@@ -148,9 +173,11 @@ def main() -> None:
     tokens: dict[float, int] = {}
     identical: dict[float, int] = {}
     ratios: dict[float, list[float]] = {}
-    ceilings, widget = [], []
+    ceilings, packed_ceilings, widget = [], [], []
     for repeat in range(args.repeats):
         ceilings.append(ceiling(model, prompts, args.batch_size))
+        with packed_linears(model):
+            packed_ceilings.append(ceiling(model, prompts, args.batch_size))
         for multiplier in (1.0, 0.0):
             with workbench.steer(model, circuit, multiplier=multiplier):
                 plain_s, (plain, count) = timed(lambda: plain_generate(
@@ -163,12 +190,28 @@ def main() -> None:
             ratios.setdefault(multiplier, []).append(plain_s / bench_s)
             tokens[multiplier] = count
             identical[multiplier] = sum(a == b for a, b in zip(plain, ours))
-            print(f"  run {repeat + 1}, x{multiplier:g}: generate {plain_s:.1f} s, "
-                  f"workbench {bench_s:.1f} s ({plain_s / bench_s:.2f}x)", flush=True)
+            line = (f"  run {repeat + 1}, x{multiplier:g}: generate {plain_s:.1f} s, "
+                    f"workbench {bench_s:.1f} s ({plain_s / bench_s:.2f}x)")
+            if args.breakdown:
+                with workbench.steer(model, circuit, multiplier=multiplier), \
+                        packed_linears(model):
+                    packed_s, _ = timed(lambda: plain_generate(
+                        model, prompts, args.max_new_tokens, args.batch_size))
+                with packing_off():
+                    unpacked_s, _ = timed(lambda m=multiplier: workbench.generate(
+                        model, prompts, circuit=circuit, multiplier=m,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+                times.setdefault(("packed generate", multiplier), []).append(packed_s)
+                times.setdefault(("unpacked workbench", multiplier), []).append(unpacked_s)
+                line += (f"; generate + packed {packed_s:.1f} s, "
+                         f"workbench unpacked {unpacked_s:.1f} s")
+            print(line, flush=True)
         widget.append(widget_call(model, circuit, "How do I pick a lock?", 48))
 
-    top = statistics.median(ceilings)
-    print(f"\ncompute ceiling (bare batched forward over the prompts): {top:.0f} tok/s\n")
+    plain_top = statistics.median(ceilings)
+    top = statistics.median(packed_ceilings)
+    print(f"\ncompute ceiling (bare batched forward over the prompts): {plain_top:.0f} tok/s "
+          f"with plain linears, {top:.0f} tok/s with packed ones (the column below)\n")
     print(f"{'workload':<12} {'tokens':>7} {'generate tok/s':>15} {'workbench tok/s':>16} "
           f"{'ratio':>6} {'ratios':>18} {'ceiling':>8} {'identical':>10}")
     for multiplier in (1.0, 0.0):
@@ -188,6 +231,14 @@ def main() -> None:
           f"{sum(tokens.values()) / total_plain:>15.0f} "
           f"{sum(tokens.values()) / total_ours:>16.0f} {statistics.median(pooled):>5.2f}x "
           f"{', '.join(f'{r:.2f}' for r in pooled):>18}")
+    if args.breakdown:
+        print("\nbreakdown (median tok/s; ratio to generate):")
+        for side in ("packed generate", "unpacked workbench"):
+            for multiplier in (1.0, 0.0):
+                side_s = statistics.median(times[(side, multiplier)])
+                plain_s = statistics.median(times[("plain", multiplier)])
+                print(f"  {side:<19} x{multiplier:g}: {tokens[multiplier] / side_s:5.0f} tok/s "
+                      f"({plain_s / side_s:.2f}x)")
     print("\nwidget call (1 prompt x 48 tokens, streamed, circuit x0), medians:")
     for side in ("plain", "workbench"):
         first = statistics.median(w[f"{side}_first"] for w in widget)

@@ -19,6 +19,9 @@ accumulated in another order: outputs differ from ``sgemm``'s in the last bits (
   calls are nnsight traces), to the plain ``nn.Linear`` layers that run their class's
   ``forward`` (nnsight's pass-through one included, see :func:`_runs_class_forward`);
   anything else runs unchanged. Nothing inside the block may start an nnsight trace.
+- The packed layout is laid out for decode steps (a few dozen rows); an input of more than
+  :data:`PLAIN_ABOVE_ROWS` rows (a batch's prefill) runs on the plain layer, which is as
+  fast there.
 - Each packed weight is kept (as much memory again as the linear weights) and re-packed
   when the weight changes (its version counter or storage), so edits of the weights are
   never missed.
@@ -52,7 +55,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
-__all__ = ["ENV_SWITCH", "enabled", "kernel_works", "packed_linears"]
+__all__ = ["ENV_SWITCH", "PLAIN_ABOVE_ROWS", "enabled", "kernel_works", "packed_linears"]
 
 #: Environment variable that turns packing off when set to ``0`` (or ``false``, ``no``, ``off``).
 ENV_SWITCH = "CNA_PACKED_LINEARS"
@@ -61,6 +64,12 @@ ENV_SWITCH = "CNA_PACKED_LINEARS"
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = \
     weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
+
+#: Batch-size hint for the packed layout (a decode step's rows at the default batch size).
+_PACKED_FOR_ROWS = 32
+#: Inputs with more rows than this (prefill of a batch) run on the plain layer: from about
+#: 128 rows on, ``sgemm`` is as fast or faster than the layout packed for decode steps.
+PLAIN_ABOVE_ROWS = 128
 
 
 def enabled() -> bool:
@@ -112,13 +121,15 @@ def _packed_weight(module: nn.Linear) -> torch.Tensor:
     with _GUARD:
         cached = _PACKED.get(module)
         if cached is None or cached[0] != stamp:
-            cached = _PACKED[module] = (stamp, torch.ops.mkldnn._reorder_linear_weight(weight, 32))
+            cached = _PACKED[module] = (stamp, torch.ops.mkldnn._reorder_linear_weight(
+                weight, _PACKED_FOR_ROWS))
     return cached[1]
 
 
 def _forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu":
-        return nn.Linear.forward(module, x)  # autograd and other dtypes: the plain path
+    if (torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
+            or x.numel() > PLAIN_ABOVE_ROWS * x.shape[-1]):
+        return nn.Linear.forward(module, x)  # autograd, other dtypes, prefill: the plain path
     bias = module.bias.detach() if module.bias is not None else None
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 

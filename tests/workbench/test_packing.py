@@ -13,7 +13,7 @@ from torch import nn
 from workbench import Circuit, Neuron, generate, steer
 from workbench.activations import collect
 from workbench import packing
-from workbench.packing import ENV_SWITCH, enabled, kernel_works, packed_linears
+from workbench.packing import ENV_SWITCH, PLAIN_ABOVE_ROWS, enabled, kernel_works, packed_linears
 
 pytestmark = pytest.mark.skipif(not kernel_works(), reason="oneDNN packed linear unavailable")
 
@@ -138,6 +138,16 @@ def test_a_replaced_weight_is_packed_again():
             packed = layer(x)
         expected = nn.functional.linear(x, layer.weight, layer.bias)
     assert torch.allclose(packed, expected, atol=1e-5)
+
+
+def test_a_prefill_sized_input_runs_on_the_plain_layer():
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 64)
+    many = torch.randn(2, PLAIN_ABOVE_ROWS // 2 + 1, 256)  # [batch, pos, in]: over the limit
+    with torch.no_grad(), packed_linears(layer):
+        assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
+        few = many[:, :PLAIN_ABOVE_ROWS // 2]  # at the limit: packed
+        assert not torch.equal(layer(few), nn.functional.linear(few, layer.weight, layer.bias))
 
 
 def test_a_remote_model_is_left_alone(tiny_llama):

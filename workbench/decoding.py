@@ -12,6 +12,11 @@ flight instead:
   prefilled as a left-padded group and joined to the batch: the shorter of the two caches
   is left-padded with zeros under a zero attention mask, so every row keeps attending to
   exactly its own tokens at its own positions;
+- when the prompts open with the same tokens (the chat template's system prompt, about
+  half of each JBB prompt's tokens on SmolLM2), that prefix is prefilled once and each
+  group's prefill computes only the rest of its prompts, on copies of the prefix's cache
+  (padding then sits between the prefix and the rest, under a zero mask). Steering
+  hooks see the rest as prompt (:func:`workbench.sites.continuing_prompt`);
 - cache columns that no row attends to any more are cropped from the left, but never
   below the widest prefill so far: :class:`workbench.sites.Phase` places a decode pass's
   token at the cache's length, which must stay at or beyond every prompt's length.
@@ -41,6 +46,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .models import WorkbenchModel
+from .sites import continuing_prompt
 
 #: Generation-config fields that add logits processors or stopping rules when set to
 #: anything but these values; the continuous path then leaves the call to ``generate``.
@@ -59,6 +65,10 @@ _NEUTRAL = {
 #: Waiting prompts join once ``batch_size // REFILL_DIVISOR`` rows are free: a join costs a
 #: prefill pass and a copy of the cache, a free row a wasted share of every decode step.
 REFILL_DIVISOR = 4
+
+
+#: A prefix shared by all prompts is prefilled once when it has at least this many tokens.
+MIN_SHARED_PREFIX = 4
 
 
 def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
@@ -152,6 +162,33 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The tokens all prompts open with, leaving each at least one token of its own.
+
+    Example:
+        >>> shared_prefix([[1, 5, 9, 4], [1, 5, 9], [1, 5, 7]])
+        [1, 5]
+    """
+    if len(prompts) < 2:
+        return []
+    first, most = list(prompts[0]), min(len(p) for p in prompts) - 1
+    length = 0
+    while length < most and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return first[:length]
+
+
+def _copies(cache: DynamicCache, rows: int, config: Any) -> DynamicCache:
+    """A new cache holding ``rows`` copies of a one-row cache."""
+    copied = DynamicCache(config=config)
+    for index, layer in enumerate(cache.layers):
+        plain = cast(DynamicLayer, layer)
+        keys, values = cast(torch.Tensor, plain.keys), cast(torch.Tensor, plain.values)
+        copied.update(keys.expand(rows, -1, -1, -1).contiguous(),  # [rows, heads, len, dim]
+                      values.expand(rows, -1, -1, -1).contiguous(), index)
+    return copied
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """``generate``'s position ids: count of real tokens before each, padding at 1."""
     positions = mask.long().cumsum(dim=-1) - 1  # [rows, len]
@@ -188,19 +225,35 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
     waiting = list(range(len(prompts)))
     batch = _Batch()
     device = model.device
+    prefix = shared_prefix(prompts)
+    if len(prefix) < MIN_SHARED_PREFIX:
+        prefix = []
     with torch.no_grad():
+        prefix_cache = DynamicCache(config=model.config)
+        if prefix:
+            ids = torch.tensor([prefix], device=device)  # [1, prefix]
+            hf(input_ids=ids, attention_mask=torch.ones_like(ids),
+               position_ids=torch.arange(len(prefix), device=device)[None],
+               use_cache=True, **{cache_name: prefix_cache}, **last_only)
+            if not all(type(layer) is DynamicLayer for layer in prefix_cache.layers):
+                raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
         while waiting or len(batch):
             free = batch_size - len(batch)
             if waiting and (not len(batch) or free >= max(1, batch_size // REFILL_DIVISOR)):
                 group, waiting = waiting[:free], waiting[free:]
-                width = max(len(prompts[i]) for i in group)
-                ids = torch.tensor([[pad] * (width - len(prompts[i])) + list(prompts[i])
-                                    for i in group], device=device)  # [group, width]
-                mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i])
-                                     for i in group], device=device)
-                cache = DynamicCache(config=model.config)
-                out = hf(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
-                         use_cache=True, **{cache_name: cache}, **last_only)
+                rest = [prompts[i][len(prefix):] for i in group]
+                width = max(len(tokens) for tokens in rest)
+                ids = torch.tensor([[pad] * (width - len(tokens)) + list(tokens)
+                                    for tokens in rest], device=device)  # [group, width]
+                mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(tokens))
+                                     + [1] * len(tokens) for tokens in rest],
+                                    device=device)  # [group, prefix + width]
+                cache = (_copies(prefix_cache, len(group), model.config) if prefix
+                         else DynamicCache(config=model.config))
+                with continuing_prompt(cache):  # the rest of the prompts, after the prefix
+                    out = hf(input_ids=ids, attention_mask=mask,
+                             position_ids=_positions(mask)[:, len(prefix):], use_cache=True,
+                             **{cache_name: cache}, **last_only)
                 if not all(type(layer) is DynamicLayer for layer in cache.layers):
                     raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
                 batch.join(cache, mask, out.logits[:, -1].argmax(dim=-1, keepdim=True), group)

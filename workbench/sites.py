@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -115,9 +116,11 @@ class Phase:
       pass's ids re-reads that sequence plus the tokens generated since.
 
     A pass that starts a new sequence (empty or no cache, ids that do not extend the last
-    pass) is a prompt pass, and its length is the prompt length. Positions at or beyond
-    the prompt length are generated tokens. Known limit: a ``generate`` call that continues
-    a cache returned by an earlier call counts its new prompt tokens as generated.
+    pass) is a prompt pass, and its length is the prompt length. A pass on a cache inside
+    :func:`continuing_prompt` (the rest of prompts after a shared prefix) extends the
+    prompt. Positions at or beyond the prompt length are generated tokens. Known limit: a
+    ``generate`` call that continues a cache returned by an earlier call counts its new
+    prompt tokens as generated.
 
     Example:
         >>> phase = Phase()
@@ -147,6 +150,8 @@ class Phase:
         offset = int(cache.get_seq_length()) if cache is not None else 0
         if offset == 0 and not self._extends_last(ids):
             self.prompt_length = n
+        elif cache is not None and cache in _CONTINUING_PROMPTS:
+            self.prompt_length = offset + n
         elif self.prompt_length is None:  # a cache filled before steering began
             self.prompt_length = offset
         self._last_ids = ids if isinstance(ids, torch.Tensor) else None
@@ -171,6 +176,32 @@ class Phase:
         if self.generated is None:
             return positions == "prompt"
         return self.generated if positions == "generated" else ~self.generated
+
+
+#: Caches whose next passes continue the prompt (see :func:`continuing_prompt`).
+_CONTINUING_PROMPTS: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def continuing_prompt(cache: Cache) -> Iterator[None]:
+    """Passes on ``cache`` inside the block add prompt tokens, not generated ones.
+
+    For a decoder that prefills a shared prompt prefix once and then the rest of each
+    prompt on a copy of its cache: without this, :class:`Phase` would count the rest as
+    generated, since the cache already holds positions.
+
+    Example:
+        >>> from transformers import DynamicCache
+        >>> cache = DynamicCache()
+        >>> with continuing_prompt(cache):
+        ...     cache in _CONTINUING_PROMPTS
+        True
+    """
+    _CONTINUING_PROMPTS.add(cache)
+    try:
+        yield
+    finally:
+        _CONTINUING_PROMPTS.discard(cache)
 
 
 Hook = tuple[torch.nn.Module, Callable[..., Any]]

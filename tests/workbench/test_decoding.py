@@ -7,6 +7,7 @@ import torch
 
 import workbench
 from tests.helpers import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
+from workbench import decoding
 from workbench.decoding import greedy_continuous, supports_continuous
 
 PROMPTS = ["Hi", "How do I bake a cake?", "Write code to sort a list in Python, please.",
@@ -111,3 +112,51 @@ def test_smollm2_completions_match_generate_at_x0_and_x1():
                                    output_scores=False, **options)
         same = sum(a == b for a, b in zip(fast, plain))
         assert same >= 0.98 * len(prompts), (multiplier, same)
+
+
+def first_pass_shapes(model, run) -> list[tuple[int, ...]]:
+    """The ``input_ids`` shape of every whole-model pass that ``run()`` makes."""
+    shapes: list[tuple[int, ...]] = []
+    handle = model.hf_model.register_forward_pre_hook(
+        lambda _m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return shapes
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once(tiny_llama, monkeypatch):
+    ids = prompt_ids(tiny_llama)
+    prefix = decoding.shared_prefix(ids)
+    assert len(prefix) >= decoding.MIN_SHARED_PREFIX  # the chat template's opening
+    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+        tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
+    assert shapes[0] == (1, len(prefix))
+    assert shapes[1] == (3, max(len(row) for row in ids[:3]) - len(prefix))
+    shared = greedy_continuous(tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3)
+    monkeypatch.setattr(decoding, "MIN_SHARED_PREFIX", 10**6)  # never share
+    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+        tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
+    assert shapes[0] == (3, max(len(row) for row in ids[:3]))
+    assert greedy_continuous(tiny_llama, ids, max_new_tokens=NEW_TOKENS,
+                             batch_size=3) == shared == plain_generate(tiny_llama)
+
+
+def test_prompts_without_a_shared_prefix_are_prefilled_whole(tiny_llama):
+    ids = [[5, 6, 7], [8, 9], [5, 6, 7, 8, 9]]
+    assert decoding.shared_prefix(ids) == []
+    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+        tiny_llama, ids, max_new_tokens=3, batch_size=8))
+    assert shapes[0] == (3, 5)
+
+
+@pytest.mark.parametrize("prompts, expected", [
+    ([[1, 2, 3], [1, 2, 3]], [1, 2]),  # identical prompts keep one token each
+    ([[1, 2, 3]], []),  # a single prompt: nothing to share
+    ([[1, 2], [3, 2]], []),
+    ([[4, 4, 4, 9], [4, 4, 4, 4, 4], [4, 4, 4, 4]], [4, 4, 4]),
+])
+def test_shared_prefix(prompts, expected):
+    assert decoding.shared_prefix(prompts) == expected

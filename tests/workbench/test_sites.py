@@ -74,3 +74,27 @@ def test_the_public_steering_api_builds_edits(tiny_llama):
     edit = workbench.steering.circuit_edit(tiny_llama, circuit, 0.5, signs="positive")
     assert edit.layers() == [1]
     assert edit.scales[1][3] == 0.5 and edit.scales[1].sum() == tiny_llama.d_mlp - 0.5
+
+
+def test_phase_counts_a_pass_that_continues_the_prompt_as_prompt():
+    from transformers import DynamicCache
+
+    from workbench.sites import Phase, continuing_prompt
+
+    def cache_of(length: int) -> DynamicCache:
+        cache = DynamicCache()
+        cache.update(torch.zeros(2, 1, length, 4), torch.zeros(2, 1, length, 4), 0)
+        return cache
+
+    phase = Phase()
+    phase.hook(None, (), {"input_ids": torch.ones(1, 3, dtype=torch.long)})  # the prefix
+    assert phase.prompt_length == 3
+    rest = {"input_ids": torch.ones(2, 4, dtype=torch.long), "cache": cache_of(3)}
+    phase.hook(None, (), rest)  # without the mark: four generated tokens
+    assert phase.generated.tolist() == [True] * 4
+    with continuing_prompt(rest["cache"]):
+        phase.hook(None, (), rest)
+    assert phase.generated.tolist() == [False] * 4 and phase.prompt_length == 7
+    phase.hook(None, (), {"input_ids": torch.ones(2, 1, dtype=torch.long),
+                          "cache": cache_of(7)})  # the next decode step
+    assert phase.generated.tolist() == [True]

@@ -2,10 +2,10 @@
 
 On CPU, PyTorch runs a float32 ``nn.Linear`` as a BLAS ``sgemm`` (MKL in the PyPI wheels).
 A decode step multiplies a few dozen rows by every weight matrix, and there oneDNN's
-matmul on a weight reordered once into its blocked layout is several times faster: on
-this project's 2-core AMD EPYC machines, 2.6x for an MLP projection and 3 to 5x for the
-language-model head of SmolLM2-135M at 32 rows (``benchmarks/bench_generation.py``
-reports what it does to generation). It is the kernel that ``torch.compile``'s CPU backend
+matmul on a weight reordered once into its blocked layout is faster, most of all for a
+wide language-model head (``benchmarks/bench_linear.py`` measures each layer,
+``benchmarks/bench_generation.py`` what it does to generation; figures in
+``docs/benchmarks.md``). It is the kernel that ``torch.compile``'s CPU backend
 emits for a frozen linear layer (``torch.ops.mkldnn._linear_pointwise`` on a weight from
 ``torch.ops.mkldnn._reorder_linear_weight``), called here without compiling anything.
 
@@ -55,7 +55,8 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
-__all__ = ["ENV_SWITCH", "PLAIN_ABOVE_ROWS", "enabled", "kernel_works", "packed_linears"]
+__all__ = ["ENV_SWITCH", "PACKED_FOR_ROWS", "PLAIN_ABOVE_ROWS", "enabled", "kernel_works",
+           "packed_linears"]
 
 #: Environment variable that turns packing off when set to ``0`` (or ``false``, ``no``, ``off``).
 ENV_SWITCH = "CNA_PACKED_LINEARS"
@@ -65,8 +66,8 @@ _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tenso
     weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
 
-#: Batch-size hint for the packed layout (a decode step's rows at the default batch size).
-_PACKED_FOR_ROWS = 32
+#: Rows the packed layout is tuned for (a decode step at batch size 32; it works for any).
+PACKED_FOR_ROWS = 32
 #: Inputs with more rows than this (prefill of a batch) run on the plain layer: from about
 #: 128 rows on, ``sgemm`` is as fast or faster than the layout packed for decode steps.
 PLAIN_ABOVE_ROWS = 128
@@ -122,7 +123,7 @@ def _packed_weight(module: nn.Linear) -> torch.Tensor:
         cached = _PACKED.get(module)
         if cached is None or cached[0] != stamp:
             cached = _PACKED[module] = (stamp, torch.ops.mkldnn._reorder_linear_weight(
-                weight, _PACKED_FOR_ROWS))
+                weight, PACKED_FOR_ROWS))
     return cached[1]
 
 

@@ -127,26 +127,38 @@ class FirstToken(TextStreamer):
             self.first = time.perf_counter()
 
 
-def widget_call(model, circuit, prompt: str, max_new_tokens: int) -> dict[str, float]:
-    """First-token latency and total time of one streamed completion, both ways."""
+def widget_call(model, circuit, prompt: str, max_new_tokens: int,
+                workbench_first: bool = False) -> dict[str, float]:
+    """First-token latency and total time of one streamed completion, both ways.
+
+    ``workbench_first`` runs the workbench's side first (alternate it between calls).
+    """
+
+    def plain() -> tuple[float, float]:
+        inputs = model.encode([prompt], model.prompting())
+        inputs.pop("position_ids", None)
+        streamer = FirstToken(model.tokenizer)
+        started = time.perf_counter()
+        with workbench.steer(model, circuit, multiplier=0.0), torch.no_grad():
+            model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    temperature=None, top_p=None, top_k=None,
+                                    streamer=streamer,
+                                    pad_token_id=model.tokenizer.pad_token_id)
+        return (streamer.first or time.perf_counter()) - started, time.perf_counter() - started
+
+    def ours() -> tuple[float, float]:
+        first: list[float] = []
+        started = time.perf_counter()
+        stream_generate(model, prompt, circuit=circuit, multiplier=0.0,
+                        max_new_tokens=max_new_tokens,
+                        on_text=lambda text: first.append(time.perf_counter()) if text else None)
+        return (first[0] if first else time.perf_counter()) - started, \
+            time.perf_counter() - started
+
+    sides = [("workbench", ours), ("plain", plain)]
     figures = {}
-    inputs = model.encode([prompt], model.prompting())
-    inputs.pop("position_ids", None)
-    streamer = FirstToken(model.tokenizer)
-    started = time.perf_counter()
-    with workbench.steer(model, circuit, multiplier=0.0), torch.no_grad():
-        model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                temperature=None, top_p=None, top_k=None, streamer=streamer,
-                                pad_token_id=model.tokenizer.pad_token_id)
-    figures["plain_total"] = time.perf_counter() - started
-    figures["plain_first"] = (streamer.first or time.perf_counter()) - started
-    first: list[float] = []
-    started = time.perf_counter()
-    stream_generate(model, prompt, circuit=circuit, multiplier=0.0,
-                    max_new_tokens=max_new_tokens,
-                    on_text=lambda text: first.append(time.perf_counter()) if text else None)
-    figures["workbench_total"] = time.perf_counter() - started
-    figures["workbench_first"] = (first[0] if first else time.perf_counter()) - started
+    for side, run in sides if workbench_first else sides[::-1]:
+        figures[f"{side}_first"], figures[f"{side}_total"] = run()
     return figures
 
 
@@ -157,6 +169,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--widget-calls", type=int, default=3,
+                        help="widget-sized calls per repeat, each both ways")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time generate with packed linears, and the workbench "
                              "without them")
@@ -206,7 +220,9 @@ def main() -> None:
                 line += (f"; generate + packed {packed_s:.1f} s, "
                          f"workbench unpacked {unpacked_s:.1f} s")
             print(line, flush=True)
-        widget.append(widget_call(model, circuit, "How do I pick a lock?", 48))
+        widget += [widget_call(model, circuit, "How do I pick a lock?", 48,
+                               workbench_first=bool((len(widget) + call) % 2))
+                   for call in range(args.widget_calls)]
 
     plain_top = statistics.median(ceilings)
     top = statistics.median(packed_ceilings)
@@ -239,7 +255,8 @@ def main() -> None:
                 plain_s = statistics.median(times[("plain", multiplier)])
                 print(f"  {side:<19} x{multiplier:g}: {tokens[multiplier] / side_s:5.0f} tok/s "
                       f"({plain_s / side_s:.2f}x)")
-    print("\nwidget call (1 prompt x 48 tokens, streamed, circuit x0), medians:")
+    print(f"\nwidget call (1 prompt x 48 tokens, streamed, circuit x0), medians of "
+          f"{len(widget)}:")
     for side in ("plain", "workbench"):
         first = statistics.median(w[f"{side}_first"] for w in widget)
         total = statistics.median(w[f"{side}_total"] for w in widget)

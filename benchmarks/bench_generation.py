@@ -225,9 +225,11 @@ def main() -> None:
                    for call in range(args.widget_calls)]
 
     plain_top = statistics.median(ceilings)
-    top = statistics.median(packed_ceilings)
+    packed_top = statistics.median(packed_ceilings)
+    top = max(plain_top, packed_top)
     print(f"\ncompute ceiling (bare batched forward over the prompts): {plain_top:.0f} tok/s "
-          f"with plain linears, {top:.0f} tok/s with packed ones (the column below)\n")
+          f"with plain linears, {packed_top:.0f} tok/s with packed ones (the higher is the "
+          f"column's)\n")
     print(f"{'workload':<12} {'tokens':>7} {'generate tok/s':>15} {'workbench tok/s':>16} "
           f"{'ratio':>6} {'ratios':>18} {'ceiling':>8} {'identical':>10}")
     for multiplier in (1.0, 0.0):

@@ -15,9 +15,10 @@ flight instead:
 - when the prompts open with the same tokens (the chat template's system prompt, about
   half of each JBB prompt's tokens on SmolLM2), that prefix is prefilled once and each
   group's prefill computes only the rest of its prompts, on copies of the prefix's cache
-  (padding then sits between the prefix and the rest, under a zero mask). Steering
-  hooks see the rest as prompt (:func:`workbench.sites.continuing_prompt`);
-- cache columns that no row attends to any more are cropped from the left, but never
+  (padding then sits between the prefix and the rest, under a zero mask, and stays).
+  Hooks see two prompt passes, the prefix's and the rest's; steering counts both as
+  prompt (:func:`workbench.sites.continuing_prompt`);
+- leading cache columns that no row attends to any more are cropped, but never
   below the widest prefill so far: :class:`workbench.sites.Phase` places a decode pass's
   token at the cache's length, which must stay at or beyond every prompt's length.
 
@@ -189,6 +190,11 @@ def _copies(cache: DynamicCache, rows: int, config: Any) -> DynamicCache:
     return copied
 
 
+def _check_plain(cache: DynamicCache) -> None:
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """``generate``'s position ids: count of real tokens before each, padding at 1."""
     positions = mask.long().cumsum(dim=-1) - 1  # [rows, len]
@@ -235,8 +241,7 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
             hf(input_ids=ids, attention_mask=torch.ones_like(ids),
                position_ids=torch.arange(len(prefix), device=device)[None],
                use_cache=True, **{cache_name: prefix_cache}, **last_only)
-            if not all(type(layer) is DynamicLayer for layer in prefix_cache.layers):
-                raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
+            _check_plain(prefix_cache)
         while waiting or len(batch):
             free = batch_size - len(batch)
             if waiting and (not len(batch) or free >= max(1, batch_size // REFILL_DIVISOR)):
@@ -254,8 +259,7 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
                     out = hf(input_ids=ids, attention_mask=mask,
                              position_ids=_positions(mask)[:, len(prefix):], use_cache=True,
                              **{cache_name: cache}, **last_only)
-                if not all(type(layer) is DynamicLayer for layer in cache.layers):
-                    raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
+                _check_plain(cache)
                 batch.join(cache, mask, out.logits[:, -1].argmax(dim=-1, keepdim=True), group)
             else:
                 mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch), 1)], dim=1)

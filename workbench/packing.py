@@ -12,8 +12,8 @@ emits for a frozen linear layer (``torch.ops.mkldnn._linear_pointwise`` on a wei
 :func:`packed_linears` swaps it in for the duration of a ``with`` block, by giving each
 plain ``nn.Linear`` of the model an instance ``forward`` (and deleting it afterwards), so
 module hooks, steering included, act exactly as before. The sums are the same products
-accumulated in another order: outputs differ from ``sgemm``'s in the last bits (about
-1e-6 relative), which can flip a greedy token where two logits almost tie.
+accumulated in another order: outputs differ from ``sgemm``'s in the last bits (the
+tests hold logits within 1e-4), which can flip a greedy token where two logits almost tie.
 
 - It applies to float32 models on CPU that run in this process (not ``remote=``, whose
   calls are nnsight traces), to the plain ``nn.Linear`` layers that run their class's
@@ -22,9 +22,12 @@ accumulated in another order: outputs differ from ``sgemm``'s in the last bits (
 - The packed layout is laid out for decode steps (a few dozen rows); an input of more than
   :data:`PLAIN_ABOVE_ROWS` rows (a batch's prefill) runs on the plain layer, which is as
   fast there.
-- Each packed weight is kept (as much memory again as the linear weights) and re-packed
-  when the weight changes (its version counter or storage), so edits of the weights are
-  never missed.
+- Each packed weight is kept for the next block (as much memory again as the linear
+  weights, for as long as the model lives) with a fingerprint of the weight: its product
+  with a fixed random vector, one read of the weight at each block's entry. A weight
+  whose fingerprint changed is packed again, so an edit between blocks is seen however it
+  was made (``.data`` and peft's merges included); only a change too small to move that
+  product in float32 could go unseen. The weights must not change inside the block.
 - ``CNA_PACKED_LINEARS=0`` in the environment turns it off (read at each block).
 - On its first use it checks the kernel against ``torch.nn.functional.linear`` on a small
   random layer, and if the kernel is missing or disagrees it stays off.
@@ -47,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any, TypeGuard
@@ -55,16 +57,17 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
+from .locks import model_lock
+
+#: Each layer's packed weight, with the fingerprint of the weight it was packed from.
+_PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = \
+    weakref.WeakKeyDictionary()
+
 __all__ = ["ENV_SWITCH", "PACKED_FOR_ROWS", "PLAIN_ABOVE_ROWS", "enabled", "kernel_works",
-           "packed_linears"]
+           "packed_linears", "takes_plain_path"]
 
 #: Environment variable that turns packing off when set to ``0`` (or ``false``, ``no``, ``off``).
 ENV_SWITCH = "CNA_PACKED_LINEARS"
-
-#: Packed weight of each layer, with the weight's (storage, version) it was packed from.
-_PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = \
-    weakref.WeakKeyDictionary()
-_GUARD = threading.Lock()
 
 #: Rows the packed layout is tuned for (a decode step at batch size 32; it works for any).
 PACKED_FOR_ROWS = 32
@@ -76,7 +79,8 @@ PLAIN_ABOVE_ROWS = 128
 def enabled() -> bool:
     """Whether :func:`packed_linears` packs (``CNA_PACKED_LINEARS`` is not ``0``) and can."""
     switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
-    return switch not in ("0", "false", "no", "off") and kernel_works()
+    return switch not in ("0", "false", "no", "off") \
+        and bool(torch.backends.mkldnn.enabled) and kernel_works()
 
 
 @functools.cache
@@ -116,23 +120,53 @@ def _runs_class_forward(module: nn.Module) -> bool:
     return own is None or getattr(own, "__wrapped__", None) is nn.Linear.forward
 
 
-def _packed_weight(module: nn.Linear) -> torch.Tensor:
-    weight = module.weight.detach()  # [out, in]
-    stamp = (weight.untyped_storage().data_ptr(), module.weight._version)
-    with _GUARD:
-        cached = _PACKED.get(module)
-        if cached is None or cached[0] != stamp:
-            cached = _PACKED[module] = (stamp, torch.ops.mkldnn._reorder_linear_weight(
-                weight, PACKED_FOR_ROWS))
+def takes_plain_path(input: torch.Tensor) -> bool:
+    """Whether a packed layer hands ``input`` to the plain ``nn.Linear.forward``.
+
+    It does with gradients enabled (the kernel tracks none), under CPU autocast, for
+    inputs that are not float32 on CPU, and for more than :data:`PLAIN_ABOVE_ROWS` rows.
+
+    Example:
+        >>> with torch.no_grad():
+        ...     takes_plain_path(torch.zeros(32, 8)), takes_plain_path(torch.zeros(4, 64, 8))
+        (False, True)
+    """
+    return (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+            or input.dtype != torch.float32 or input.device.type != "cpu"
+            or input.numel() > PLAIN_ABOVE_ROWS * input.shape[-1])
+
+
+def _kernel(input: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(input, packed, bias, "none", [], "")
+
+
+@functools.cache
+def _probe(in_features: int) -> torch.Tensor:
+    return torch.randn(in_features, generator=torch.Generator().manual_seed(0))  # [in]
+
+
+def _packed_weight(layer: nn.Linear) -> torch.Tensor:
+    """The layer's weight in oneDNN's blocked layout, packed again if the weight changed."""
+    weight = layer.weight.detach()  # [out, in]
+    fingerprint = weight @ _probe(weight.shape[1])  # [out]
+    cached = _PACKED.get(layer)
+    if cached is None or not torch.equal(cached[0], fingerprint):
+        cached = _PACKED[layer] = (fingerprint, torch.ops.mkldnn._reorder_linear_weight(
+            weight, PACKED_FOR_ROWS))
     return cached[1]
 
 
-def _forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if (torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
-            or x.numel() > PLAIN_ABOVE_ROWS * x.shape[-1]):
-        return nn.Linear.forward(module, x)  # autograd, other dtypes, prefill: the plain path
-    bias = module.bias.detach() if module.bias is not None else None
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+class _PackedForward:
+    """A layer's ``forward`` inside the block: ``nn.Linear.forward`` on the packed weight."""
+
+    def __init__(self, layer: nn.Linear, packed: torch.Tensor) -> None:
+        self.layer, self.packed = layer, packed
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # nn.Linear.forward's name
+        if takes_plain_path(input):
+            return nn.Linear.forward(self.layer, input)
+        bias = self.layer.bias.detach() if self.layer.bias is not None else None
+        return _kernel(input, self.packed, bias)
 
 
 @contextlib.contextmanager
@@ -142,28 +176,36 @@ def packed_linears(model: nn.Module | Any) -> Iterator[None]:
     ``model`` is an ``nn.Module`` or anything with an ``hf_model`` (a
     :class:`workbench.models.WorkbenchModel`). Layers keep their hooks; the block restores
     every layer's ``forward`` when it exits, whatever the reason. Weights are packed on
-    entry (or taken from the cache when unchanged since), so they must not change inside. Without
-    :func:`enabled` (or with nothing to pack) it changes nothing. Gradients are not tracked
-    through the kernel: a call with gradients enabled takes the plain path.
+    entry, or taken from the last block when unchanged; they must not change inside.
+    Without :func:`enabled` (or with nothing to pack) it changes nothing. The inputs of
+    :func:`takes_plain_path` (with gradients enabled, for instance) run on the plain layer.
 
     Example:
-        >>> with packed_linears(torch.nn.Linear(8, 4)):  # doctest: +SKIP
-        ...     ...
+        >>> layer = torch.nn.Linear(8, 4)
+        >>> with packed_linears(layer):
+        ...     type(vars(layer)["forward"]).__name__
+        '_PackedForward'
+        >>> "forward" in vars(layer)
+        False
     """
     module = getattr(model, "hf_model", model)
-    swapped: list[tuple[nn.Linear, Any]] = []  # each layer with its own forward, if any
-    try:
-        if isinstance(module, nn.Module) and not getattr(model, "remote", False) \
-                and enabled():
+    if not isinstance(module, nn.Module) or getattr(model, "remote", False) or not enabled():
+        yield
+        return
+    swapped: list[tuple[nn.Linear, Any, Any]] = []  # layer, its own forward (if any), ours
+    with model_lock(model):  # the hooked runs of other threads wait for the block
+        try:
             for layer in module.modules():
                 if _packable(layer):
-                    swapped.append((layer, vars(layer).get("forward")))
-                    layer.forward = functools.partial(  # type: ignore[method-assign]
-                        _forward, layer, _packed_weight(layer))
-        yield
-    finally:
-        for layer, own in swapped:
-            if own is None:
-                del layer.forward
-            else:
-                layer.forward = own  # type: ignore[method-assign]
+                    ours = _PackedForward(layer, _packed_weight(layer))
+                    swapped.append((layer, vars(layer).get("forward"), ours))
+                    layer.forward = ours  # type: ignore[method-assign]
+            yield
+        finally:
+            for layer, own, ours in swapped:
+                if vars(layer).get("forward") is not ours:
+                    continue  # replaced inside the block: leave the replacement
+                if own is None:
+                    del layer.forward
+                else:
+                    layer.forward = own  # type: ignore[method-assign]

@@ -114,7 +114,7 @@ def test_smollm2_completions_match_generate_at_x0_and_x1():
         assert same >= 0.98 * len(prompts), (multiplier, same)
 
 
-def first_pass_shapes(model, run) -> list[tuple[int, ...]]:
+def pass_shapes(model, run) -> list[tuple[int, ...]]:
     """The ``input_ids`` shape of every whole-model pass that ``run()`` makes."""
     shapes: list[tuple[int, ...]] = []
     handle = model.hf_model.register_forward_pre_hook(
@@ -131,13 +131,13 @@ def test_a_shared_prompt_prefix_is_prefilled_once(tiny_llama, monkeypatch):
     ids = prompt_ids(tiny_llama)
     prefix = decoding.shared_prefix(ids)
     assert len(prefix) >= decoding.MIN_SHARED_PREFIX  # the chat template's opening
-    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+    shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
     assert shapes[0] == (1, len(prefix))
     assert shapes[1] == (3, max(len(row) for row in ids[:3]) - len(prefix))
     shared = greedy_continuous(tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3)
     monkeypatch.setattr(decoding, "MIN_SHARED_PREFIX", 10**6)  # never share
-    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+    shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
     assert shapes[0] == (3, max(len(row) for row in ids[:3]))
     assert greedy_continuous(tiny_llama, ids, max_new_tokens=NEW_TOKENS,
@@ -147,7 +147,7 @@ def test_a_shared_prompt_prefix_is_prefilled_once(tiny_llama, monkeypatch):
 def test_prompts_without_a_shared_prefix_are_prefilled_whole(tiny_llama):
     ids = [[5, 6, 7], [8, 9], [5, 6, 7, 8, 9]]
     assert decoding.shared_prefix(ids) == []
-    shapes = first_pass_shapes(tiny_llama, lambda: greedy_continuous(
+    shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=3, batch_size=8))
     assert shapes[0] == (3, 5)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import types
 
 import pytest
@@ -13,7 +12,8 @@ from torch import nn
 from workbench import Circuit, Neuron, generate, steer
 from workbench.activations import collect
 from workbench import packing
-from workbench.packing import ENV_SWITCH, PLAIN_ABOVE_ROWS, enabled, kernel_works, packed_linears
+from workbench.packing import (ENV_SWITCH, PLAIN_ABOVE_ROWS, enabled, kernel_works,
+                                packed_linears, takes_plain_path)
 
 pytestmark = pytest.mark.skipif(not kernel_works(), reason="oneDNN packed linear unavailable")
 
@@ -35,15 +35,15 @@ def linears(module: nn.Module) -> list[nn.Linear]:
 
 
 def count_packed_calls(monkeypatch) -> list[int]:
-    """Count the calls that go through the packed kernel (from the next block on)."""
+    """Count the calls that run on the packed kernel."""
     calls = [0]
-    original = packing._forward
+    original = packing._kernel
 
     def counting(*args):
         calls[0] += 1
         return original(*args)
 
-    monkeypatch.setattr(packing, "_forward", counting)
+    monkeypatch.setattr(packing, "_kernel", counting)
     return calls
 
 
@@ -79,7 +79,8 @@ def test_nnsight_pass_through_forwards_are_packed_then_put_back(tiny_llama):
     assert traced, "expected nnsight to leave its pass-through forward on traced layers"
     plain = logits(tiny_llama)
     with packed_linears(tiny_llama):
-        assert all(isinstance(vars(layer)["forward"], functools.partial) for layer in traced)
+        assert all(isinstance(vars(layer)["forward"], packing._PackedForward)
+                   for layer in traced)
         packed = logits(tiny_llama)
     assert own_forwards(tiny_llama.hf_model) == before  # the very same objects
     assert torch.allclose(packed, plain, atol=1e-4, rtol=1e-4)
@@ -98,9 +99,12 @@ def test_steering_hooks_act_on_packed_layers(tiny_model):
 
 
 def test_greedy_completions_match_unpacked_generation(tiny_llama, monkeypatch):
+    calls = count_packed_calls(monkeypatch)
     packed = generate(tiny_llama, PROMPTS, max_new_tokens=8)
+    assert calls[0] > 0  # generate ran on the packed kernel
     monkeypatch.setenv(ENV_SWITCH, "0")
     assert generate(tiny_llama, PROMPTS, max_new_tokens=8) == packed
+    assert hooks_left(tiny_llama.hf_model) == []
 
 
 @pytest.mark.parametrize("value", ["0", "false", "Off", " no "])
@@ -140,14 +144,53 @@ def test_a_replaced_weight_is_packed_again():
     assert torch.allclose(packed, expected, atol=1e-5)
 
 
-def test_a_prefill_sized_input_runs_on_the_plain_layer():
+def test_a_prefill_sized_input_runs_on_the_plain_layer(monkeypatch):
     torch.manual_seed(0)
     layer = nn.Linear(256, 64)
+    calls = count_packed_calls(monkeypatch)
     many = torch.randn(2, PLAIN_ABOVE_ROWS // 2 + 1, 256)  # [batch, pos, in]: over the limit
-    with torch.no_grad(), packed_linears(layer):
-        assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
-        few = many[:, :PLAIN_ABOVE_ROWS // 2]  # at the limit: packed
-        assert not torch.equal(layer(few), nn.functional.linear(few, layer.weight, layer.bias))
+    few = many[:, :PLAIN_ABOVE_ROWS // 2]  # at the limit: packed
+    with torch.no_grad():
+        assert takes_plain_path(many) and not takes_plain_path(few)
+        with packed_linears(layer):
+            assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
+            assert calls[0] == 0
+            assert torch.allclose(layer(few), nn.functional.linear(few, layer.weight, layer.bias),
+                                  atol=1e-5)
+            assert calls[0] == 1
+
+
+def test_a_weight_edited_through_data_is_not_missed():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16)  # [rows, in]
+    with torch.no_grad():
+        with packed_linears(layer):
+            layer(x)
+        layer.weight.data[:, 3] = 0.0  # no version bump: as peft's merge_adapter edits
+        with packed_linears(layer):
+            packed = layer(x)
+        expected = nn.functional.linear(x, layer.weight, layer.bias)
+    assert torch.allclose(packed, expected, atol=1e-5)
+
+
+def test_a_kernel_error_inside_the_block_leaves_every_layer_plain(tiny_llama, monkeypatch):
+    def failing(*args):
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(packing, "_kernel", failing)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        with packed_linears(tiny_llama):
+            logits(tiny_llama)
+    assert own_forwards(tiny_llama.hf_model) == {}
+
+
+def test_a_forward_replaced_inside_the_block_is_left_in_place():
+    layer = nn.Linear(8, 4)
+    replacement = lambda x: x  # noqa: E731
+    with packed_linears(layer):
+        layer.forward = replacement
+    assert vars(layer)["forward"] is replacement
 
 
 def test_a_remote_model_is_left_alone(tiny_llama):

@@ -19,12 +19,12 @@ tests hold logits within 1e-4), which can flip a greedy token where two logits a
   calls are nnsight traces), to the plain ``nn.Linear`` layers that run their class's
   ``forward`` (nnsight's pass-through one included, see :func:`_runs_class_forward`);
   anything else runs unchanged. Nothing inside the block may start an nnsight trace.
-- The packed layout is laid out for decode steps (a few dozen rows); an input of more than
-  :data:`PLAIN_ABOVE_ROWS` rows (a batch's prefill) runs on the plain layer, which is as
-  fast there.
+- The packed layout is laid out for decode steps (a few dozen rows of one position each);
+  a pass over several positions (a prefill) or of more than :data:`PLAIN_ABOVE_ROWS` rows
+  runs on the plain layer (see :func:`takes_plain_path`).
 - Each packed weight is kept for the next block (as much memory again as the linear
   weights, for as long as the model lives) with a fingerprint of the weight: its product
-  with a fixed random vector, one read of the weight at each block's entry. A weight
+  with a fixed random vector, one read of the weight at its first use in a block. A weight
   whose fingerprint changed is packed again, so an edit between blocks is seen however it
   was made (``.data`` and peft's merges included); only a change too small to move that
   product in float32 could go unseen. The weights must not change inside the block.
@@ -124,15 +124,18 @@ def takes_plain_path(input: torch.Tensor) -> bool:
     """Whether a packed layer hands ``input`` to the plain ``nn.Linear.forward``.
 
     It does with gradients enabled (the kernel tracks none), under CPU autocast, for
-    inputs that are not float32 on CPU, and for more than :data:`PLAIN_ABOVE_ROWS` rows.
+    inputs that are not float32 on CPU, for more than :data:`PLAIN_ABOVE_ROWS` rows, and
+    for passes over several positions (``[batch, pos > 1, in]``: a prefill, where the
+    packed layout gains little, and whose first token then never waits for packing).
 
     Example:
         >>> with torch.no_grad():
-        ...     takes_plain_path(torch.zeros(32, 8)), takes_plain_path(torch.zeros(4, 64, 8))
-        (False, True)
+        ...     [takes_plain_path(torch.zeros(shape)) for shape in [(32, 1, 8), (1, 45, 8)]]
+        [False, True]
     """
     return (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
             or input.dtype != torch.float32 or input.device.type != "cpu"
+            or (input.dim() == 3 and input.shape[1] > 1)
             or input.numel() > PLAIN_ABOVE_ROWS * input.shape[-1])
 
 
@@ -157,14 +160,20 @@ def _packed_weight(layer: nn.Linear) -> torch.Tensor:
 
 
 class _PackedForward:
-    """A layer's ``forward`` inside the block: ``nn.Linear.forward`` on the packed weight."""
+    """A layer's ``forward`` inside the block: ``nn.Linear.forward`` on the packed weight.
 
-    def __init__(self, layer: nn.Linear, packed: torch.Tensor) -> None:
-        self.layer, self.packed = layer, packed
+    The weight is checked (and packed if needed) at the first call that uses the kernel.
+    """
+
+    def __init__(self, layer: nn.Linear) -> None:
+        self.layer = layer
+        self.packed: torch.Tensor | None = None
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:  # nn.Linear.forward's name
         if takes_plain_path(input):
             return nn.Linear.forward(self.layer, input)
+        if self.packed is None:
+            self.packed = _packed_weight(self.layer)
         bias = self.layer.bias.detach() if self.layer.bias is not None else None
         return _kernel(input, self.packed, bias)
 
@@ -175,8 +184,9 @@ def packed_linears(model: nn.Module | Any) -> Iterator[None]:
 
     ``model`` is an ``nn.Module`` or anything with an ``hf_model`` (a
     :class:`workbench.models.WorkbenchModel`). Layers keep their hooks; the block restores
-    every layer's ``forward`` when it exits, whatever the reason. Weights are packed on
-    entry, or taken from the last block when unchanged; they must not change inside.
+    every layer's ``forward`` when it exits, whatever the reason. Weights are packed at
+    their first use in the block, or taken from an earlier block when unchanged; they must
+    not change inside.
     Without :func:`enabled` (or with nothing to pack) it changes nothing. The inputs of
     :func:`takes_plain_path` (with gradients enabled, for instance) run on the plain layer.
 
@@ -197,7 +207,7 @@ def packed_linears(model: nn.Module | Any) -> Iterator[None]:
         try:
             for layer in module.modules():
                 if _packable(layer):
-                    ours = _PackedForward(layer, _packed_weight(layer))
+                    ours = _PackedForward(layer)
                     swapped.append((layer, vars(layer).get("forward"), ours))
                     layer.forward = ours  # type: ignore[method-assign]
             yield

@@ -8,6 +8,7 @@ import pytest
 import torch
 from tests.helpers import PROMPTS, hooks_left
 from torch import nn
+from transformers import DynamicCache
 
 from workbench import Circuit, Neuron, generate, steer
 from workbench.activations import collect
@@ -19,9 +20,17 @@ pytestmark = pytest.mark.skipif(not kernel_works(), reason="oneDNN packed linear
 
 
 def logits(model) -> torch.Tensor:
+    """Logits of a decode step after the prompts (the prefill runs on the plain layers)."""
     inputs = model.encode(PROMPTS, model.prompting())
+    inputs.pop("position_ids", None)
+    cache = DynamicCache(config=model.config)
+    cache_name = "cache" if model.accepts("cache") else "past_key_values"
     with torch.no_grad():
-        return model.hf_model(**inputs).logits  # [batch, pos, vocab]
+        prefill = model.hf_model(**inputs, use_cache=True, **{cache_name: cache}).logits
+        step = prefill[:, -1:].argmax(dim=-1)  # [batch, 1]
+        mask = torch.cat([inputs["attention_mask"], torch.ones_like(step)], dim=1)
+        return model.hf_model(input_ids=step, attention_mask=mask, use_cache=True,
+                              **{cache_name: cache}).logits  # [batch, 1, vocab]
 
 
 def own_forwards(module: nn.Module) -> dict[str, object]:
@@ -144,14 +153,15 @@ def test_a_replaced_weight_is_packed_again():
     assert torch.allclose(packed, expected, atol=1e-5)
 
 
-def test_a_prefill_sized_input_runs_on_the_plain_layer(monkeypatch):
+def test_prefills_and_many_rows_run_on_the_plain_layer(monkeypatch):
     torch.manual_seed(0)
     layer = nn.Linear(256, 64)
     calls = count_packed_calls(monkeypatch)
     many = torch.randn(2, PLAIN_ABOVE_ROWS // 2 + 1, 256)  # [batch, pos, in]: over the limit
-    few = many[:, :PLAIN_ABOVE_ROWS // 2]  # at the limit: packed
+    few = many[:, :PLAIN_ABOVE_ROWS // 2].reshape(PLAIN_ABOVE_ROWS, 1, 256)  # at the limit
     with torch.no_grad():
         assert takes_plain_path(many) and not takes_plain_path(few)
+        assert takes_plain_path(few.reshape(1, PLAIN_ABOVE_ROWS, 256))  # a prefill
         with packed_linears(layer):
             assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
             assert calls[0] == 0

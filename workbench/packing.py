@@ -26,8 +26,9 @@ tests hold logits within 1e-4), which can flip a greedy token where two logits a
   weights, for as long as the model lives) with a fingerprint of the weight: its product
   with a fixed random vector, one read of the weight at its first use in a block. A weight
   whose fingerprint changed is packed again, so an edit between blocks is seen however it
-  was made (``.data`` and peft's merges included); only a change too small to move that
-  product in float32 could go unseen. The weights must not change inside the block.
+  was made (``.data`` and peft's merges included); only a change that leaves that
+  product's float32 value as it was (one below its rounding, or exactly orthogonal to
+  the vector) could go unseen. The weights must not change inside the block.
 - ``CNA_PACKED_LINEARS=0`` in the environment turns it off (read at each block).
 - On its first use it checks the kernel against ``torch.nn.functional.linear`` on a small
   random layer, and if the kernel is missing or disagrees it stays off.

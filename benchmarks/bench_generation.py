@@ -31,11 +31,11 @@ This is a benchmark, not a test: it prints figures and never fails on a slow mac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from unittest import mock
 
 import torch
 from transformers import TextStreamer
@@ -99,20 +99,6 @@ def ceiling(model, prompts: list[str], batch_size: int) -> float:
             model.hf_model(**inputs, **model.last_position_only())
             tokens += int(inputs["attention_mask"].sum())
     return tokens / (time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def packing_off() -> Iterator[None]:
-    """The workbench with packed linears switched off, as ``CNA_PACKED_LINEARS=0`` does."""
-    before = os.environ.get(ENV_SWITCH)
-    os.environ[ENV_SWITCH] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[ENV_SWITCH]
-        else:
-            os.environ[ENV_SWITCH] = before
 
 
 class FirstToken(TextStreamer):
@@ -211,7 +197,7 @@ def main() -> None:
                         packed_linears(model):
                     packed_s, _ = timed(lambda: plain_generate(
                         model, prompts, args.max_new_tokens, args.batch_size))
-                with packing_off():
+                with mock.patch.dict(os.environ, {ENV_SWITCH: "0"}):  # packing off
                     unpacked_s, _ = timed(lambda m=multiplier: workbench.generate(
                         model, prompts, circuit=circuit, multiplier=m,
                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))

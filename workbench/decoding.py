@@ -179,17 +179,6 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
     return first[:length]
 
 
-def _copies(cache: DynamicCache, rows: int, config: Any) -> DynamicCache:
-    """A new cache holding ``rows`` copies of a one-row cache."""
-    copied = DynamicCache(config=config)
-    for index, layer in enumerate(cache.layers):
-        plain = cast(DynamicLayer, layer)
-        keys, values = cast(torch.Tensor, plain.keys), cast(torch.Tensor, plain.values)
-        copied.update(keys.expand(rows, -1, -1, -1).contiguous(),  # [rows, heads, len, dim]
-                      values.expand(rows, -1, -1, -1).contiguous(), index)
-    return copied
-
-
 def _check_plain(cache: DynamicCache) -> None:
     if not all(type(layer) is DynamicLayer for layer in cache.layers):
         raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
@@ -234,14 +223,17 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
     prefix = shared_prefix(prompts)
     if len(prefix) < MIN_SHARED_PREFIX:
         prefix = []
+    prefix_kv: list[tuple[Any, Any]] = []  # the prefix's keys and values per layer
     with torch.no_grad():
-        prefix_cache = DynamicCache(config=model.config)
         if prefix:
+            prefix_cache = DynamicCache(config=model.config)
             ids = torch.tensor([prefix], device=device)  # [1, prefix]
             hf(input_ids=ids, attention_mask=torch.ones_like(ids),
                position_ids=torch.arange(len(prefix), device=device)[None],
                use_cache=True, **{cache_name: prefix_cache}, **last_only)
             _check_plain(prefix_cache)
+            prefix_kv = [(plain.keys, plain.values)  # [1, heads, prefix, dim] each
+                         for plain in cast(list[DynamicLayer], prefix_cache.layers)]
         while waiting or len(batch):
             free = batch_size - len(batch)
             if waiting and (not len(batch) or free >= max(1, batch_size // REFILL_DIVISOR)):
@@ -253,8 +245,8 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
                 mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(tokens))
                                      + [1] * len(tokens) for tokens in rest],
                                     device=device)  # [group, prefix + width]
-                cache = (_copies(prefix_cache, len(group), model.config) if prefix
-                         else DynamicCache(config=model.config))
+                cache = DynamicCache(prefix_kv or None, config=model.config)
+                cache.batch_repeat_interleave(len(group))  # a copy of the prefix per row
                 with continuing_prompt(cache):  # the rest of the prompts, after the prefix
                     out = hf(input_ids=ids, attention_mask=mask,
                              position_ids=_positions(mask)[:, len(prefix):], use_cache=True,

@@ -124,33 +124,33 @@ def test_environment_switch_turns_packing_off(tiny_llama, monkeypatch, value):
         assert own_forwards(tiny_llama.hf_model) == {}
 
 
-def test_a_weight_edited_in_place_is_packed_again():
+def double_in_place(layer: nn.Linear) -> None:
+    layer.weight.mul_(2.0)
+
+
+def replace_the_parameter(layer: nn.Linear) -> None:
+    layer.weight = nn.Parameter(torch.randn(8, 16))
+
+
+def zero_a_column_through_data(layer: nn.Linear) -> None:
+    layer.weight.data[:, 3] = 0.0  # no version bump: as peft's merge_adapter edits
+
+
+@pytest.mark.parametrize("edit", [double_in_place, replace_the_parameter,
+                                  zero_a_column_through_data])
+def test_a_weight_edited_between_blocks_is_packed_again(edit):
     torch.manual_seed(0)
     layer = nn.Linear(16, 8)
     x = torch.randn(4, 16)  # [rows, in]
     with torch.no_grad():
         with packed_linears(layer):
             first = layer(x)
-        layer.weight.mul_(2.0)
+        edit(layer)
         with packed_linears(layer):
             second = layer(x)
         expected = nn.functional.linear(x, layer.weight, layer.bias)
     assert torch.allclose(second, expected, atol=1e-5)
     assert not torch.allclose(second, first, atol=1e-3)
-
-
-def test_a_replaced_weight_is_packed_again():
-    torch.manual_seed(0)
-    layer = nn.Linear(16, 8)
-    x = torch.randn(4, 16)  # [rows, in]
-    with torch.no_grad():
-        with packed_linears(layer):
-            layer(x)
-        layer.weight = nn.Parameter(torch.randn(8, 16))
-        with packed_linears(layer):
-            packed = layer(x)
-        expected = nn.functional.linear(x, layer.weight, layer.bias)
-    assert torch.allclose(packed, expected, atol=1e-5)
 
 
 def test_prefills_and_many_rows_run_on_the_plain_layer(monkeypatch):
@@ -168,20 +168,6 @@ def test_prefills_and_many_rows_run_on_the_plain_layer(monkeypatch):
             assert torch.allclose(layer(few), nn.functional.linear(few, layer.weight, layer.bias),
                                   atol=1e-5)
             assert calls[0] == 1
-
-
-def test_a_weight_edited_through_data_is_not_missed():
-    torch.manual_seed(0)
-    layer = nn.Linear(16, 8)
-    x = torch.randn(4, 16)  # [rows, in]
-    with torch.no_grad():
-        with packed_linears(layer):
-            layer(x)
-        layer.weight.data[:, 3] = 0.0  # no version bump: as peft's merge_adapter edits
-        with packed_linears(layer):
-            packed = layer(x)
-        expected = nn.functional.linear(x, layer.weight, layer.bias)
-    assert torch.allclose(packed, expected, atol=1e-5)
 
 
 def test_a_kernel_error_inside_the_block_leaves_every_layer_plain(tiny_llama, monkeypatch):

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from unittest import mock
 
 import torch
-from transformers import TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
 import workbench
 from workbench.decoding import eos_ids
@@ -101,16 +101,24 @@ def ceiling(model, prompts: list[str], batch_size: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-class FirstToken(TextStreamer):
-    """A streamer that records when the first new text arrives."""
+class FirstToken(BaseStreamer):
+    """A streamer that records when the first new token arrives.
 
-    def __init__(self, tokenizer) -> None:
-        super().__init__(tokenizer, skip_prompt=True)
+    ``generate`` puts the prompt first, then each new token; the workbench's side hears
+    its text at the same moment (``on_text`` after each token).
+    """
+
+    def __init__(self) -> None:
+        self.puts = 0
         self.first: float | None = None
 
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:  # noqa: ARG002 - TextStreamer's signature
-        if self.first is None and text:
+    def put(self, value: torch.Tensor) -> None:  # noqa: ARG002 - BaseStreamer's signature
+        self.puts += 1
+        if self.puts == 2:
             self.first = time.perf_counter()
+
+    def end(self) -> None:
+        """Nothing to flush."""
 
 
 def widget_call(model, circuit, prompt: str, max_new_tokens: int,
@@ -121,10 +129,10 @@ def widget_call(model, circuit, prompt: str, max_new_tokens: int,
     """
 
     def plain() -> tuple[float, float]:
+        started = time.perf_counter()  # from the prompt's text, as the workbench's side
         inputs = model.encode([prompt], model.prompting())
         inputs.pop("position_ids", None)
-        streamer = FirstToken(model.tokenizer)
-        started = time.perf_counter()
+        streamer = FirstToken()
         with workbench.steer(model, circuit, multiplier=0.0), torch.no_grad():
             model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                     temperature=None, top_p=None, top_k=None,

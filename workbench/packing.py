@@ -21,12 +21,14 @@ tests hold logits within 1e-4), which can flip a greedy token where two logits a
   anything else runs unchanged. Nothing inside the block may start an nnsight trace.
 - The packed layout is laid out for decode steps (a few dozen rows of one position each);
   a pass over several positions (a prefill) or of more than :data:`PLAIN_ABOVE_ROWS` rows
-  runs on the plain layer (see :func:`takes_plain_path`).
+  runs on the plain layer (see :func:`takes_plain_path`). So does each layer's first
+  decode-sized call in a block: the language-model head's part of a prefill (its last
+  position only) is one, so the first token never waits for the weights to be checked.
 - Each packed weight is kept for the next block (as much memory again as the linear
   weights, for as long as the model lives) with a fingerprint of the weight: its product
-  with a fixed random vector, one read of the weight at its first use in a block. A weight
-  whose fingerprint changed is packed again, so an edit between blocks is seen however it
-  was made (``.data`` and peft's merges included); only a change that leaves that
+  with a fixed random vector, one read of the weight at its first packed call in a
+  block. A weight whose fingerprint changed is packed again, so an edit between blocks is
+  seen however it was made (``.data`` and peft's merges included); only a change that leaves that
   product's float32 value as it was (one below its rounding, or exactly orthogonal to
   the vector) could go unseen. The weights must not change inside the block.
 - ``CNA_PACKED_LINEARS=0`` in the environment turns it off (read at each block).
@@ -103,8 +105,10 @@ def kernel_works() -> bool:
 
 
 def _packable(module: nn.Module) -> TypeGuard[nn.Linear]:
+    if type(module) is not nn.Linear:  # first: the attribute lookups below are slow
+        return False
     weight = getattr(module, "weight", None)
-    return (type(module) is nn.Linear and _runs_class_forward(module)
+    return (_runs_class_forward(module)
             and isinstance(weight, torch.Tensor) and weight.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.dim() == 2)
 
@@ -163,15 +167,20 @@ def _packed_weight(layer: nn.Linear) -> torch.Tensor:
 class _PackedForward:
     """A layer's ``forward`` inside the block: ``nn.Linear.forward`` on the packed weight.
 
-    The weight is checked (and packed if needed) at the first call that uses the kernel.
+    The first call that could use the kernel runs on the plain layer (it may be the one
+    a first token waits for); the weight is checked, and packed if needed, at the second.
     """
 
     def __init__(self, layer: nn.Linear) -> None:
         self.layer = layer
         self.packed: torch.Tensor | None = None
+        self.deferred = False  # whether the first kernel-sized call has run (plainly)
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:  # nn.Linear.forward's name
         if takes_plain_path(input):
+            return nn.Linear.forward(self.layer, input)
+        if not self.deferred:
+            self.deferred = True
             return nn.Linear.forward(self.layer, input)
         if self.packed is None:
             self.packed = _packed_weight(self.layer)
@@ -186,10 +195,11 @@ def packed_linears(model: nn.Module | Any) -> Iterator[None]:
     ``model`` is an ``nn.Module`` or anything with an ``hf_model`` (a
     :class:`workbench.models.WorkbenchModel`). Layers keep their hooks; the block restores
     every layer's ``forward`` when it exits, whatever the reason. Weights are packed at
-    their first use in the block, or taken from an earlier block when unchanged; they must
-    not change inside.
+    their first packed call in the block, or taken from an earlier block when unchanged;
+    they must not change inside.
     Without :func:`enabled` (or with nothing to pack) it changes nothing. The inputs of
-    :func:`takes_plain_path` (with gradients enabled, for instance) run on the plain layer.
+    :func:`takes_plain_path` (with gradients enabled, for instance), and each layer's first
+    input that could take the kernel, run on the plain layer.
 
     Example:
         >>> layer = torch.nn.Linear(8, 4)

@@ -38,13 +38,12 @@ from collections.abc import Callable
 from unittest import mock
 
 import torch
-from transformers.generation.streamers import BaseStreamer
 
 import workbench
 from workbench.decoding import eos_ids
 from workbench.evaluation import load_benchmark
 from workbench.packing import ENV_SWITCH, packed_linears
-from workbench.streaming import stream_generate
+from workbench.streaming import TextStreamer, stream_generate
 
 
 def real_tokens(model, new_tokens: torch.Tensor) -> list[list[int]]:
@@ -101,26 +100,6 @@ def ceiling(model, prompts: list[str], batch_size: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-class FirstToken(BaseStreamer):
-    """A streamer that records when the first new token arrives.
-
-    ``generate`` puts the prompt first, then each new token; the workbench's side hears
-    its text at the same moment (``on_text`` after each token).
-    """
-
-    def __init__(self) -> None:
-        self.puts = 0
-        self.first: float | None = None
-
-    def put(self, value: torch.Tensor) -> None:  # noqa: ARG002 - BaseStreamer's signature
-        self.puts += 1
-        if self.puts == 2:
-            self.first = time.perf_counter()
-
-    def end(self) -> None:
-        """Nothing to flush."""
-
-
 def widget_call(model, circuit, prompt: str, max_new_tokens: int,
                 workbench_first: bool = False) -> dict[str, float]:
     """First-token latency and total time of one streamed completion, both ways.
@@ -129,23 +108,26 @@ def widget_call(model, circuit, prompt: str, max_new_tokens: int,
     """
 
     def plain() -> tuple[float, float]:
+        first: list[float] = []
         started = time.perf_counter()  # from the prompt's text, as the workbench's side
         inputs = model.encode([prompt], model.prompting())
         inputs.pop("position_ids", None)
-        streamer = FirstToken()
+        # the streamer stream_generate uses: both sides hear the same text at the same token
+        streamer = TextStreamer(model.tokenizer, lambda text: first.append(time.perf_counter()))
         with workbench.steer(model, circuit, multiplier=0.0), torch.no_grad():
             model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                     temperature=None, top_p=None, top_k=None,
                                     streamer=streamer,
                                     pad_token_id=model.tokenizer.pad_token_id)
-        return (streamer.first or time.perf_counter()) - started, time.perf_counter() - started
+        return (first[0] if first else time.perf_counter()) - started, \
+            time.perf_counter() - started
 
     def ours() -> tuple[float, float]:
         first: list[float] = []
         started = time.perf_counter()
         stream_generate(model, prompt, circuit=circuit, multiplier=0.0,
                         max_new_tokens=max_new_tokens,
-                        on_text=lambda text: first.append(time.perf_counter()) if text else None)
+                        on_text=lambda text: first.append(time.perf_counter()))
         return (first[0] if first else time.perf_counter()) - started, \
             time.perf_counter() - started
 

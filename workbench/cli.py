@@ -168,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "keeps m x its component along it (0 ablates)")
     evaluate.add_argument("--direction-layer", type=_int, default=None,
                           help="layer to read the direction at (default: chosen by "
-                               "separation among the first 80%% of the layers)")
+                               "--direction-criterion among the first 80%% of the layers)")
+    evaluate.add_argument("--direction-criterion", choices=("ablation", "cohen_d"),
+                          default=None,
+                          help="how the direction's layer and position are chosen: "
+                               "'ablation' (default; Arditi et al.: the candidate whose "
+                               "ablation most lowers refusal on every 4th prompt, held out) "
+                               "or 'cohen_d' (separation at the last token; cheaper)")
     evaluate.add_argument("--out", required=True,
                           help="parquet file; rerunning resumes an interrupted sweep")
 
@@ -497,6 +503,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.direction_layer is not None and not args.direction:
         raise InvalidArgumentError("--direction-layer chooses the layer of --direction; add "
                                    "--direction, or drop --direction-layer")
+    if args.direction_criterion is not None and not args.direction:
+        raise InvalidArgumentError("--direction-criterion chooses how --direction is found; "
+                                   "add --direction, or drop --direction-criterion")
     direction_sets = _direction_prompts(circuit) if args.direction else None
     benchmarks = [load_benchmark(name, split=args.split, n=args.n, seed=args.seed)
                   if name in PROMPT_BENCHMARKS else _prompt_set(name)
@@ -506,10 +515,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     interventions = _interventions(args, model, circuit)
     if direction_sets is not None:
         found = refusal_direction(model, *direction_sets, layer=args.direction_layer,
+                                  criterion=args.direction_criterion or "ablation",
                                   chat_template=_chat_template(args),
                                   system_prompt=args.system_prompt, max_imbalance=None)
-        print(f"refusal direction: layer {found.layer} of {model.n_layers} ({found.chosen}; "
-              f"{found.criterion} {found.scores[found.layer]:.3f})")
+        where = f"layer {found.layer} of {model.n_layers}"
+        if found.criterion != "cohen_d":
+            where += f", position {found.position}"
+        note = "; fallback: no candidate passed the filters" if found.fallback else ""
+        print(f"refusal direction: {where} ({found.chosen}; {found.criterion} "
+              f"{found.scores[found.layer]:.3f}{note})")
         interventions.append(Intervention.direction(found))
     results = sweep(model, interventions, args.multipliers, benchmarks,
                     metrics=args.metrics, sizes=args.sizes,

@@ -7,7 +7,8 @@ A *site* is a tensor that flows through every block ``layer`` of the model:
   into the residual stream, which CAA shifts;
 - ``"residual"``: the residual stream entering the block, ``[batch, pos, d_model]``.
 
-**Reading** always goes through an nnsight trace (:func:`read_last_token`), so the same
+**Reading** always goes through an nnsight trace (:func:`read_last_token`, or
+:func:`read_last_positions` for the last few positions), so the same
 code reads a model in memory, the serialised local simulation of NDIF
 (``remote="local"``) and a model hosted on NDIF (``remote=True``).
 
@@ -333,6 +334,40 @@ def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site
         ``[batch, len(layers), width]`` in the model's dtype, on the CPU for a remote
         model; ``width`` is ``d_mlp`` for ``"input"``, ``d_model`` otherwise.
     """
+    return torch.stack(_read(model, inputs, site, layers, -1), dim=1)  # [batch, layers, width]
+
+
+def read_last_positions(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
+                        n_positions: int, layers: Sequence[int] | None = None) -> torch.Tensor:
+    """The activations at ``site`` at each row's last ``n_positions`` positions.
+
+    As :func:`read_last_token`, which is this function at ``n_positions=1``. ``inputs``
+    are left-padded (:meth:`WorkbenchModel.encode`), so position ``-k`` is every row's
+    ``k``-th last real token as long as every row has at least ``n_positions`` tokens
+    (the caller's to check: shorter rows read padding).
+
+    Returns:
+        ``[batch, n_positions, len(layers), width]``: index ``j`` along the second axis is
+        position ``j - n_positions`` (the last one is ``[:, -1]``).
+
+    Example:
+        >>> inputs = model.encode(["Hi", "Hello there"], model.prompting())  # doctest: +SKIP
+        >>> read_last_positions(model, inputs, "residual", 5).shape          # doctest: +SKIP
+        torch.Size([2, 5, 30, 576])
+    """
+    if isinstance(n_positions, bool) or not isinstance(n_positions, int) or n_positions < 1:
+        raise SteeringError(f"n_positions must be a positive int, not {n_positions!r}")
+    read = _read(model, inputs, site, layers, slice(-n_positions, None))
+    return torch.stack(read, dim=2)  # [batch, n_positions, layers, width]
+
+
+def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
+          layers: Sequence[int] | None, last: int | slice) -> list[torch.Tensor]:
+    """One traced pass reading ``site`` at token index ``last`` of each wanted layer.
+
+    Returns one tensor per layer (ascending): ``[batch, width]`` for an int index,
+    ``[batch, n, width]`` for a slice.
+    """
     if site not in SITES:
         raise SteeringError(f"site must be one of {SITES}, not {site!r}")
     wanted = list(range(model.n_layers)) if layers is None else sorted(set(layers))
@@ -355,18 +390,18 @@ def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site
         for layer in touched:
             factors, deltas = plan.get(layer, ([], []))
             if site == "residual" and layer in wanted:
-                read.append(blocks[layer].input[:, -1, :])
+                read.append(blocks[layer].input[:, last, :])
             for factor in factors:
                 downs[layer].input[:] *= factor
             if site == "input" and layer in wanted:
-                read.append(downs[layer].input[:, -1, :])
+                read.append(downs[layer].input[:, last, :])
             if site == "output" and layer in wanted:
-                read.append(downs[layer].output[:, -1, :].clone())
+                read.append(downs[layer].output[:, last, :].clone())
             for delta in deltas:
                 downs[layer].output[:] += delta
         saved = nnsight.save(read)
     saved = remote_runs.result(model, tracer, "saved", saved)
-    return torch.stack(list(saved), dim=1)  # [batch, layers, width]
+    return list(saved)
 
 
 def traced_generate(model: WorkbenchModel, inputs: dict[str, torch.Tensor],

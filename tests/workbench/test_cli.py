@@ -538,7 +538,8 @@ def test_evaluate_sweeps_sizes_and_the_refusal_direction(llama_dir, qualitative_
     direction = rows[rows["kind"] == "direction"]
     assert set(direction["intervention"]) == {"refusal-direction"}
     assert direction["size"].isna().all() and len(direction) == 4
-    assert re.search(r"refusal direction: layer [01] of 2 \(auto; cohen_d ", printed)
+    assert re.search(r"refusal direction: layer [01] of 2, position -[1-5] \(auto; ablation ",
+                     printed)
     assert "size" in printed and "fraction" in printed
     assert main(argv) == 0  # a finished size sweep resumes with nothing left to do
     assert len(pd.read_parquet(out)) == len(rows)
@@ -562,6 +563,24 @@ def test_evaluate_direction_layer_needs_direction(llama_dir, qualitative_circuit
                                                   capsys):
     status = main(["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
                    "--direction-layer", "1", "--out", str(tmp_path / "r.parquet")])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "add --direction" in line
+
+
+def test_evaluate_direction_by_separation(llama_dir, qualitative_circuit, tmp_path, capsys):
+    argv = ["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+            "--benchmark", "jbb-benign", "--n", "1", "--multipliers", "0",
+            "--max-new-tokens", "1", "--direction", "--direction-criterion", "cohen_d",
+            "--out", str(tmp_path / "r.parquet")]
+    assert main(argv) == 0
+    assert re.search(r"refusal direction: layer [01] of 2 \(auto; cohen_d ",
+                     capsys.readouterr().out)
+
+
+def test_evaluate_direction_criterion_needs_direction(llama_dir, qualitative_circuit,
+                                                      tmp_path, capsys):
+    status = main(["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+                   "--direction-criterion", "cohen_d", "--out", str(tmp_path / "r.parquet")])
     line = _assert_one_error_line(status, capsys.readouterr().err)
     assert "add --direction" in line
 

@@ -11,7 +11,7 @@ import torch
 import workbench
 from tests.helpers import PROMPTS, hooks_left
 from workbench.errors import SteeringError
-from workbench.sites import Edit, edited, read_last_token
+from workbench.sites import Edit, edited, read_last_positions, read_last_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,23 @@ def test_reading_matches_a_plain_forward_pass(tiny_model):
     picked = read_last_token(tiny_model, inputs, "input", layers=[1])
     assert picked.shape == (len(PROMPTS), 1, tiny_model.d_mlp)
     torch.testing.assert_close(picked[:, 0], read_last_token(tiny_model, inputs, "input")[:, 1])
+
+
+def test_reading_the_last_positions_matches_a_plain_forward_pass(tiny_model):
+    inputs = tiny_model.encode(PROMPTS, tiny_model.prompting())
+    with torch.no_grad():
+        hidden = tiny_model.hf_model(**inputs, output_hidden_states=True).hidden_states
+    residual = read_last_positions(tiny_model, inputs, "residual", 3)
+    assert residual.shape == (len(PROMPTS), 3, tiny_model.n_layers,
+                              tiny_model.config.hidden_size)
+    torch.testing.assert_close(residual[:, :, 0], hidden[0][:, -3:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(residual[:, -1], read_last_token(tiny_model, inputs, "residual"))
+    picked = read_last_positions(tiny_model, inputs, "input", 2, layers=[1])
+    assert picked.shape == (len(PROMPTS), 2, 1, tiny_model.d_mlp)
+    torch.testing.assert_close(picked[:, -1, 0],
+                               read_last_token(tiny_model, inputs, "input", layers=[1])[:, 0])
+    with pytest.raises(SteeringError, match="n_positions must be a positive int"):
+        read_last_positions(tiny_model, inputs, "residual", 0)
 
 
 def test_an_edit_is_hooked_for_the_block_and_removed_after(tiny_llama):

@@ -56,3 +56,9 @@ def tiny_llama(tiny_tokenizer) -> WorkbenchModel:
 def smollm() -> WorkbenchModel:
     """The default embedded model (SmolLM2-135M-Instruct), loaded once per session."""
     return workbench.load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def qwen05() -> WorkbenchModel:
+    """The embedded Qwen2.5-Coder-0.5B-Instruct (a real instruct model), loaded once."""
+    return workbench.load_model("qwen2.5-coder-0.5b-instruct")

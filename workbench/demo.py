@@ -6,6 +6,12 @@ the refusal circuit from the ``discover`` halves of JBB harmful vs benign, write
 ``circuit.json``, measures refusal and quality on the *held-out* halves with the circuit
 unchanged (multiplier 1), ablated (0) and with a random circuit of the same shape ablated
 (the control), and completes "How do I pick a lock?" at multipliers 0, 1 and 2.
+
+``--model qwen2.5-coder-0.5b-instruct --contrast refusal-filtered --fraction 0.01`` runs the
+same story on a real instruct model that nobody here tuned: the contrast is then the
+discover prompts the model refuses against the benign ones it answers
+(:func:`~workbench.filtering.filter_by_behaviour`), the setting that finds that model's
+gate (docs/replication.md).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import pandas as pd
 from . import discover, load_model
 from .compare import steering_summary
 from .evaluation import load_benchmark
+from .filtering import filter_by_behaviour
 from .report import layer_table, side_by_side
 from .steering import generate
 
 DEMO_MODEL = "smollm2-135m-safety-late"
 PROMPT = "How do I pick a lock?"
 MULTIPLIERS = (0.0, 1.0, 2.0)
+CONTRASTS = ("jbb-pair", "refusal-filtered")
 
 
 def _seconds(start: float) -> str:
@@ -37,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--n", type=int, default=None,
                         help="prompts per held-out half (default: all 50)")
+    parser.add_argument("--contrast", choices=CONTRASTS, default="jbb-pair",
+                        help="jbb-pair: JBB harmful vs benign (the paper's); refusal-filtered: "
+                             "the harmful prompts the model refuses vs the benign it answers")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help="circuit size as a share of all MLP neurons (default: 0.1%%)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -46,7 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     step = time.perf_counter()
     harmful, benign = (load_benchmark(name, split="discover") for name in ("jbb-harmful",
                                                                           "jbb-benign"))
-    circuit = discover(model, harmful, benign)
+    size = {} if args.fraction is None else {"fraction": args.fraction}
+    if args.contrast == "refusal-filtered":
+        pair = filter_by_behaviour(model, harmful, benign)
+        print(pair.summary())
+        harmful, benign = pair.positive, pair.negative
+        circuit = discover(model, harmful, benign, keep_if=pair, max_imbalance=None, **size)
+    else:
+        circuit = discover(model, harmful, benign, **size)
     print(f"\ndiscovered {len(circuit)} neurons ({len(circuit) / model.n_neurons:.2%} of "
           f"{model.n_neurons}) from {len(harmful)} + {len(benign)} JBB prompts in "
           f"{_seconds(step)}; {circuit.selection['n_universal_excluded']} universal neurons "

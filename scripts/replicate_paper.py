@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -104,14 +105,21 @@ class Run:
             self.model, self.half("jbb-harmful", split), self.half("jbb-benign", split),
             fraction=self.largest))
 
-    def filtered_circuit(self) -> Any:
-        import workbench as wb
+    @functools.cached_property
+    def refused_pair(self) -> Any:
+        """The discover prompts the model refuses vs the benign ones it answers (once a run)."""
         from workbench.filtering import filter_by_behaviour
 
+        pair = filter_by_behaviour(self.model, self.half("jbb-harmful", "discover"),
+                                   self.half("jbb-benign", "discover"))
+        print(pair.summary(), flush=True)
+        return pair
+
+    def filtered_circuit(self) -> Any:
+        import workbench as wb
+
         def build() -> Any:
-            pair = filter_by_behaviour(self.model, self.half("jbb-harmful", "discover"),
-                                       self.half("jbb-benign", "discover"))
-            print(pair.summary(), flush=True)
+            pair = self.refused_pair
             return wb.discover(self.model, pair.positive, pair.negative, keep_if=pair,
                                fraction=self.largest, max_imbalance=None)
 
@@ -178,11 +186,10 @@ class Run:
         separation criterion (``cohen_d``) from the JBB pair.
         """
         from workbench.evaluation import Intervention
-        from workbench.filtering import filter_by_behaviour
 
         harmful, benign = self.half("jbb-harmful", "discover"), self.half("jbb-benign",
                                                                           "discover")
-        pair = filter_by_behaviour(self.model, harmful, benign)
+        pair = self.refused_pair
         # Arditi et al.'s selection scores every (layer, position) candidate with three
         # forward passes over the validation prompts: on the JBB pair only the last
         # position is tried, to keep the stage's time within reach on a CPU.

@@ -25,24 +25,27 @@ NEGATIVE = PromptSet("benign", ["How do I bake a cake?", "Tell me how to wash a 
                                 "How can I plant a tree at home, step by step?"])
 
 
+def block_inputs(model, prompt, prompting) -> list[torch.Tensor]:
+    """Each block's input ``[pos, d_model]`` for one prompt alone (no padding), plain hooks."""
+    seen = {}
+    handles = [block.register_forward_pre_hook(
+        lambda _m, args, kwargs, layer=layer: seen.__setitem__(
+            layer, (args[0] if args else kwargs["hidden_states"])[0].detach().clone()),
+        with_kwargs=True) for layer, block in enumerate(model.layers)]
+    try:
+        with torch.no_grad():
+            model.hf_model(**model.encode([prompt], prompting))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [seen[layer] for layer in range(model.n_layers)]
+
+
 def residual_at_last_token(model, prompts, prompting) -> torch.Tensor:
     """``[n, n_layers, d_model]``: each block's input at the last token, one prompt at a time
     (no padding), read with plain hooks."""
-    rows = []
-    for prompt in prompts:
-        seen = {}
-        handles = [block.register_forward_pre_hook(
-            lambda _m, args, kwargs, layer=layer: seen.__setitem__(
-                layer, (args[0] if args else kwargs["hidden_states"])[0, -1].clone()),
-            with_kwargs=True) for layer, block in enumerate(model.layers)]
-        try:
-            with torch.no_grad():
-                model.hf_model(**model.encode([prompt], prompting))
-        finally:
-            for handle in handles:
-                handle.remove()
-        rows.append(torch.stack([seen[layer] for layer in range(model.n_layers)]))
-    return torch.stack(rows)
+    return torch.stack([torch.stack([x[-1] for x in block_inputs(model, prompt, prompting)])
+                        for prompt in prompts])
 
 
 def test_direction_is_the_normalised_difference_of_means(tiny_model):
@@ -213,22 +216,6 @@ def llama5(tiny_tokenizer):
     """A tiny llama of 5 layers: layers 0-3 are candidates, layer 4 is the last 20%."""
     return workbench.from_hf(make_tiny_hf("llama", num_hidden_layers=5), tiny_tokenizer,
                              name="tiny-llama-5")
-
-
-def block_inputs(model, prompt, prompting) -> list[torch.Tensor]:
-    """Each block's input ``[pos, d_model]`` for one prompt alone (no padding), plain hooks."""
-    seen = {}
-    handles = [block.register_forward_pre_hook(
-        lambda _m, args, kwargs, layer=layer: seen.__setitem__(
-            layer, (args[0] if args else kwargs["hidden_states"])[0].detach().clone()),
-        with_kwargs=True) for layer, block in enumerate(model.layers)]
-    try:
-        with torch.no_grad():
-            model.hf_model(**model.encode([prompt], prompting))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [seen[layer] for layer in range(model.n_layers)]
 
 
 def mean_difference(model, positive, negative, prompting, position, layer) -> torch.Tensor:

@@ -16,6 +16,8 @@ controllers of its tabs and composes their views so.
   (:class:`ExplorerController`); :func:`show`: one circuit at a glance
   (:class:`CircuitView`, :class:`CircuitController`).
 * :func:`dose_response`: refusal and quality against circuit size (a size sweep's summary).
+* :class:`TokenView`: a prompt's tokens coloured by a neuron or the circuit's signed sum.
+* :func:`export`: any widget (or figure) as a self-contained HTML file and a PNG.
 
 The widgets use the :mod:`workbench` library and never reach into model internals except
 through it.
@@ -37,8 +39,10 @@ from .explorer import (
     explore,
     show,
 )
+from .export import export
 from .heatmap import DifferenceHeatmap, HeatmapController
 from .steering_slider import SteeringController, SteeringSlider
+from .token_view import TokenView, TokenViewController
 from .venn import CircuitVenn, VennController
 
 __all__ = [
@@ -53,9 +57,12 @@ __all__ = [
     "PromptSetEditor",
     "SteeringController",
     "SteeringSlider",
+    "TokenView",
+    "TokenViewController",
     "VennController",
     "dose_response",
     "explore",
+    "export",
     "frontend",
     "interactive_figures",
     "show",

@@ -2,7 +2,9 @@
 
 * :func:`explore` (or :class:`CircuitExplorer`): tabs Prompts, Differences, Overlap and
   Steering. "Discover" in the Prompts tab hands the new circuit to the heatmap and the
-  steering slider, and adds it to the circuits the Overlap tab can compare.
+  steering slider, and adds it to the circuits the Overlap tab can compare. Under the
+  heatmap, "Where does the circuit fire?" colours every token of the discover prompts by
+  the circuit's signed sum, or by one of its neurons (:mod:`widgets.token_view`).
 * :func:`show` (or :class:`CircuitView`): one circuit's heatmap, neuron table and (given
   a model) steering slider.
 
@@ -32,9 +34,10 @@ from workbench.models import WorkbenchModel
 
 from . import markup
 from .editor import EditorController, PromptSetEditor, PromptsSpec
-from .heatmap import DifferenceHeatmap, HeatmapController, NeuronDetail
+from .heatmap import DifferenceHeatmap, HeatmapController, NeuronDetail, _prompt_set
 from .observers import Observers
 from .steering_slider import DEFAULT_PROMPTS, SteeringController, SteeringSlider
+from .token_view import TokenView, TokenViewController
 from .venn import CircuitVenn, VennController
 from .view import View
 
@@ -106,12 +109,14 @@ class ExplorerController:
         self.heatmap_note: str | None = None  # why the circuit in use has no heatmap
         self.steering: SteeringController | None = None
         self.venn: VennController | None = None
+        self.tokens: TokenViewController | None = None  # the circuit in use, token by token
         self._steered: Circuit | None = None  # the circuit the slider last generated for
         self.added = Observers()        # (name) after a circuit is added
         self.used = Observers()         # (name) after the heatmap and slider take a circuit
         self.compared = Observers()     # (VennController) after a comparison
         self.tab_changed = Observers()  # (index) after another tab is opened
         self.choice_changed = Observers()  # () after the circuits to compare change
+        self.tokens_read = Observers()  # (TokenViewController) after circuit_tokens()
         self.editor.discovered.add(self._discovered)
         if circuit is not None:
             self.add_circuit(circuit)
@@ -152,6 +157,7 @@ class ExplorerController:
         if self.heatmap is not None:  # choices in the old map no longer count
             self.heatmap.selected.remove(self._neuron_selected)
         self.name, self.heatmap, self.heatmap_note = name, heatmap, note
+        self.tokens = None
         if heatmap is not None:
             heatmap.selected.add(self._neuron_selected)
         if self.steering is None:
@@ -213,6 +219,38 @@ class ExplorerController:
                 "no heatmap to choose a neuron in: " + (self.heatmap_note or
                                                         "discover or add a circuit first"))
         return self.heatmap.select(layer, index)
+
+    def circuit_tokens(self) -> TokenViewController:
+        """The circuit in use on every token of the prompts it was discovered on.
+
+        Coloured by the circuit's signed sum (score-weighted), or by the neuron last chosen
+        in the heatmap when it is one of the circuit's.
+
+        Example:
+            >>> explorer.circuit_tokens().html()  # doctest: +SKIP
+        """
+        circuit = self.circuit
+        if circuit is None or self.name is None:
+            raise InvalidArgumentError("discover or add a circuit first")
+        given = self._prompt_sets[self.name]
+        sets = [("positive", _prompt_set(given[0], circuit, "positive")),
+                ("negative", _prompt_set(given[1], circuit, "negative"))]
+        missing = [side for side, prompts in sets if prompts is None]
+        if missing:
+            raise InvalidArgumentError(
+                f"the {' and '.join(missing)} prompts of this circuit are unknown; add it with "
+                "add_circuit(circuit, positive=..., negative=...)")
+        texts = [p for _, prompts in sets if prompts for p in prompts.prompts]
+        labels = [f"{side} {i + 1}" for side, prompts in sets if prompts
+                  for i in range(len(prompts))]
+        colour = self.neuron if self.neuron in circuit.keys() else None
+        prompting = circuit.prompting.get("chat_template")
+        self.tokens = TokenViewController.read(
+            self.model, texts, circuit, labels=labels, colour_by=colour,
+            prompting=None if prompting is None else self.model.prompting(
+                bool(prompting), circuit.prompting.get("system_prompt")))
+        self.tokens_read(self.tokens)
+        return self.tokens
 
     def _named(self, name: str) -> Circuit:
         if name not in self.circuits:
@@ -280,6 +318,7 @@ class CircuitExplorer(View):
         self.heatmap: DifferenceHeatmap | None = None
         self.venn: CircuitVenn | None = None
         self.steering: SteeringSlider | None = None
+        self.token_view: TokenView | None = None
         waiting = "discover a circuit in the Prompts tab first"
         self.heatmap_box = ipywidgets.VBox([ipywidgets.HTML(markup.message("info", waiting))])
         self.steering_box = ipywidgets.VBox([ipywidgets.HTML(markup.message("info", waiting))])
@@ -363,7 +402,12 @@ class CircuitExplorer(View):
         else:
             self.heatmap = None
             shown = ipywidgets.HTML(markup.message("info", c.heatmap_note or NO_STATISTICS))
-        self.heatmap_box.children = [ipywidgets.HTML(f"<b>{markup.escape(name)}</b>"), shown]
+        self.fires_button = ipywidgets.Button(description="Where does the circuit fire?",
+                                              layout={"width": "240px"})
+        self.fires_button.on_click(lambda _b: self.circuit_tokens())
+        self.fires_area = ipywidgets.VBox()
+        self.heatmap_box.children = [ipywidgets.HTML(f"<b>{markup.escape(name)}</b>"), shown,
+                                     ipywidgets.VBox([self.fires_button, self.fires_area])]
         if c.steering is None:
             return
         if self.steering is None:
@@ -371,6 +415,15 @@ class CircuitExplorer(View):
             self.steering_box.children = [self.steering.widget]
         else:
             self.steering.redraw()
+
+    def circuit_tokens(self) -> TokenView | None:
+        """Show the circuit in use token by token under the heatmap (None: see status)."""
+        controller = self.act(self.controller.circuit_tokens)
+        if controller is None:
+            return None
+        self.token_view = TokenView.from_controller(controller)
+        self.fires_area.children = [self.token_view.widget]
+        return self.token_view
 
     def _show_comparison(self, venn: VennController) -> None:
         self.venn = CircuitVenn.from_controller(venn, interactive=self.interactive)

@@ -5,7 +5,8 @@ for very wide models (80 layers x 29,568 neurons); zooming the x axis re-bins th
 range, down to one cell per neuron. Circuit neurons are marked with open circles. Hover
 shows layer, neuron, delta and both means; clicking a cell (or naming a layer and neuron
 in the boxes under the map) shows that neuron's activation on every prompt and the tokens
-its down-projection column promotes through the unembedding.
+its down-projection column promotes through the unembedding; "Where does it fire?" then
+colours every token of the discover prompts by that neuron (:mod:`widgets.token_view`).
 
 Example:
     >>> import workbench as wb
@@ -26,7 +27,7 @@ import ipywidgets
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.circuit import Circuit
+from workbench.circuit import Circuit, Neuron
 from workbench.errors import InvalidArgumentError
 from workbench.models import WorkbenchModel
 from workbench.neurons import check_neuron, neuron_activations, promoted_tokens
@@ -35,8 +36,10 @@ from workbench.streaming import model_lock
 
 from . import markup
 from .binning import bin_max_abs
+from .export import Exportable
 from .figures import FigureView
 from .observers import Observers
+from .token_view import TokenView, TokenViewController
 from .view import View
 
 if TYPE_CHECKING:  # pandas loads on first use
@@ -215,6 +218,43 @@ class HeatmapController:
         self.selected(detail)
         return detail
 
+    def where_it_fires(self, layer: int | None = None,
+                       index: int | None = None) -> TokenViewController:
+        """Every token of the discover prompts coloured by one neuron (default: the chosen).
+
+        Needs ``model=`` and the prompt sets (given, or the bundled sets the circuit names).
+
+        Example:
+            >>> heatmap.select(29, 117); heatmap.where_it_fires().html()  # doctest: +SKIP
+        """
+        if layer is None or index is None:
+            if self.detail is None:
+                raise InvalidArgumentError("choose a neuron first (click a cell, or name a "
+                                           "layer and neuron)")
+            layer, index = self.detail.layer, self.detail.index
+        if self.model is None:
+            raise InvalidArgumentError("pass model= to read where a neuron fires")
+        check_neuron(self.model, layer, index)
+        sides = [(side, self.prompts[side]) for side in ("positive", "negative")]
+        missing = [side for side, prompts in sides if not prompts]
+        if missing:
+            raise InvalidArgumentError(
+                f"the {' and '.join(missing)} prompt set is unknown: pass positive= and "
+                "negative= (the sets the circuit was discovered on)")
+        texts = [p for _, prompts in sides for p in (prompts.prompts if prompts else [])]
+        labels = [f"{side} {i + 1}" for side, prompts in sides
+                  for i in range(len(prompts) if prompts else 0)]
+        neuron = next((n for n in self.circuit.neurons if n.key == (layer, index)),
+                      Neuron(layer, index, 1.0))
+        return TokenViewController.read(self.model, texts, [neuron],
+                                        labels=labels,
+                                        prompting=_prompting(self.circuit, self.model))
+
+    def exportable(self) -> Exportable:
+        """The map as shown (its zoom), for :func:`widgets.export.export`."""
+        return Exportable("difference heatmap", self.figure(), circuit=self.circuit,
+                          extra={"neurons_shown": [self.start, self.stop]})
+
     def _activations(self, layer: int, index: int, notes: list[str]):
         import pandas as pd
 
@@ -346,6 +386,11 @@ class DifferenceHeatmap(View):
         self.show_button = ipywidgets.Button(description="Show neuron")
         self.detail = FigureView(activation_figure(None), self.map.interactive)
         self.tokens = ipywidgets.HTML()
+        self.fires_button = ipywidgets.Button(description="Where does it fire?",
+                                              layout={"width": "180px"})
+        self.fires_button.on_click(lambda _b: self.where_it_fires())
+        self.fires = ipywidgets.VBox()
+        self.token_view: TokenView | None = None
         self.zoom_button.on_click(lambda _b: self.act(
             lambda: c.zoom(self.start.value, self.stop.value)))
         self.reset_button.on_click(lambda _b: self.act(c.reset))
@@ -356,9 +401,10 @@ class DifferenceHeatmap(View):
         self.widget = ipywidgets.VBox([
             self.map.widget,
             ipywidgets.HBox([self.start, self.stop, self.zoom_button, self.reset_button]),
-            ipywidgets.HBox([self.layer, self.neuron, self.show_button]),
+            ipywidgets.HBox([self.layer, self.neuron, self.show_button, self.fires_button]),
             self.status,
             ipywidgets.HBox([self.detail.widget, self.tokens]),
+            self.fires,
         ])
         if c.detail is not None:  # the controller may hold a choice made before this view
             self._show_detail(c.detail)
@@ -366,6 +412,17 @@ class DifferenceHeatmap(View):
     def show_neuron(self, layer: int, index: int) -> None:
         """Show the panel of neuron (layer, index), as a click on it would."""
         self.act(lambda: self.controller.select(int(layer), int(index)))
+
+    def where_it_fires(self) -> TokenView | None:
+        """Show the chosen neuron's token view under the panel (None: see the status)."""
+        self.say("info", "reading every token of the discover prompts…")
+        controller = self.act(self.controller.where_it_fires)
+        if controller is None:
+            return None
+        self.token_view = TokenView.from_controller(controller)
+        self.fires.children = [self.token_view.widget]
+        self.clear_status()
+        return self.token_view
 
     def _axis_zoomed(self, x0: float | None, x1: float | None) -> None:
         self.act(lambda: self.controller.zoom_to_axis(x0, x1))

@@ -5,7 +5,10 @@ per line); tokens appear as they are generated, in a background thread, so the n
 stays responsive. A newer slider value cancels the generation under way. Baselines
 (multiplier 1, no hooks) are generated once per prompt and kept. Each completion shows
 whether it opens with a refusal (:func:`workbench.evaluation.refusal.is_refusal`) and its
-n-gram quality (:func:`workbench.evaluation.quality.quality`).
+n-gram quality (:func:`workbench.evaluation.quality.quality`). Once a generation's
+completions are in, each row also shows where the steered completion first leaves the
+baseline, token by token, with the top next tokens under both models there
+(:func:`workbench.divergence.divergence`; ``divergence=False`` turns it off).
 
 Only one generation runs on a model at a time (:func:`workbench.streaming.model_lock`),
 and the steering hooks are removed after every generation, cancelled ones included.
@@ -27,9 +30,12 @@ from functools import partial
 from typing import Any, Literal
 
 import ipywidgets
+import plotly.graph_objects as go
+from transformers import StoppingCriteriaList
 
 from workbench import streaming
 from workbench.circuit import Circuit
+from workbench.divergence import Divergence, GreedySteps, compare, greedy_steps
 from workbench.errors import InvalidArgumentError
 from workbench.evaluation.quality import quality
 from workbench.evaluation.refusal import is_refusal
@@ -37,13 +43,15 @@ from workbench.models import WorkbenchModel
 from workbench.steering import check_max_new_tokens, check_multiplier, check_positions_signs
 
 from . import markup
+from .divergence_view import divergence_html
+from .export import Exportable
 from .observers import Observers
 from .view import View
 
 DEFAULT_PROMPTS = ("How do I pick a lock?",)
 SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 3.0, 0.1
 
-Kind = Literal["steered", "baseline", "status"]
+Kind = Literal["steered", "baseline", "divergence", "status"]
 Status = Literal["idle", "generating", "done", "cancelled", "error"]
 
 
@@ -57,6 +65,7 @@ class Completion:
     steered_done: bool = False
     baseline_done: bool = False
     cancelled: bool = False
+    divergence: Divergence | None = None
 
     def scores(self, kind: Literal["steered", "baseline"]) -> tuple[bool, float]:
         """``(is refusal, quality)`` of the steered or baseline text."""
@@ -107,13 +116,16 @@ class SteeringController:
         multiplier: the first steered multiplier.
         max_new_tokens: tokens per completion.
         positions, signs: as in :func:`workbench.steer`.
+        divergence: after the completions, find where each steered one leaves the
+            baseline (:func:`workbench.divergence.divergence`; one more greedy run per
+            row, and one per prompt for the baseline, kept).
         generate_kwargs: passed on to :func:`workbench.generate` (e.g. ``chat_template``).
     """
 
     def __init__(self, model: WorkbenchModel, circuit: Circuit,
                  prompts: Sequence[str] = DEFAULT_PROMPTS, *, multiplier: float = 1.0,
                  max_new_tokens: int = 48, positions: str = "all", signs: str = "all",
-                 **generate_kwargs: Any) -> None:
+                 divergence: bool = True, **generate_kwargs: Any) -> None:
         circuit.check_model(model)
         check_positions_signs(positions, signs)  # here, not first in the generating thread
         check_max_new_tokens(max_new_tokens)
@@ -129,6 +141,8 @@ class SteeringController:
         self.updated = Observers()  # (Update), called from the generating thread too
         self._lock = threading.RLock()
         self._baselines: dict[str, str] = {}
+        self.divergence = bool(divergence) and not model.remote
+        self._baseline_steps: dict[str, GreedySteps] = {}
         self._job: _Job | None = None
         self._set_rows(prompts)
 
@@ -169,6 +183,7 @@ class SteeringController:
             self._job = job
             for row in self.completions:
                 row.steered, row.steered_done, row.cancelled = "", False, False
+                row.divergence = None
                 row.baseline = self._baselines.get(row.prompt, "")
                 row.baseline_done = row.prompt in self._baselines
             self.status, self.error = "generating", None
@@ -224,6 +239,11 @@ class SteeringController:
                         status = "cancelled"
                         break
                     self._baselines[prompt] = result.text
+            if status == "done" and self.divergence:
+                for row, prompt in enumerate(prompts):
+                    if not self._diverge(job, row, prompt):
+                        status = "cancelled"
+                        break
         except Exception as exc:  # noqa: BLE001 - shown in the widget, not lost in a thread
             status, error = "error", f"{type(exc).__name__}: {exc}"
         self._end(job, status, error)
@@ -243,6 +263,41 @@ class SteeringController:
                 completion.cancelled = completion.cancelled or result.cancelled
         self.updated(Update(job.number, job.multiplier, row, kind, result.text))
         return result
+
+    def _diverge(self, job: _Job, row: int, prompt: str) -> bool:
+        """Compare row ``row``'s steered and baseline completions token by token.
+
+        Returns False when the job was cancelled meanwhile (nothing is kept then).
+        """
+        options = dict(self.options)
+        steering = {"positions": options.pop("positions"), "signs": options.pop("signs")}
+        options["stopping_criteria"] = StoppingCriteriaList([streaming.CancelCriteria(job.token)])
+        baseline = self._baseline_steps.get(prompt)
+        if baseline is None:
+            baseline = greedy_steps(self.model, prompt, **options)
+            if job.token.cancelled:
+                return False
+            self._baseline_steps[prompt] = baseline
+        steered = baseline if job.multiplier == 1.0 else greedy_steps(
+            self.model, prompt, circuit=self.circuit, multiplier=job.multiplier, **steering,
+            **options)
+        if job.token.cancelled:
+            return False
+        found = compare(self.model.tokenizer, prompt, job.multiplier, baseline, steered)
+        with self._lock:
+            if self._job is not job:
+                return False
+            self.completions[row].divergence = found
+        self.updated(Update(job.number, job.multiplier, row, "divergence", ""))
+        return True
+
+    def exportable(self) -> Exportable:
+        """The completions (and divergences) as HTML, and a table figure of them for PNGs."""
+        rows, multiplier = self.snapshot()
+        return Exportable("steering slider", slider_figure(rows, multiplier), html=render(self),
+                          circuit=self.circuit, extra={"multiplier": multiplier,
+                                                       "options": {k: str(v) for k, v in
+                                                                   self.options.items()}})
 
     def _text(self, job: _Job, row: int, kind: Literal["steered", "baseline"], text: str) -> None:
         with self._lock:
@@ -280,7 +335,11 @@ class SteeringController:
 
 def render(controller: SteeringController) -> str:
     """The completions table as HTML; every prompt and completion is escaped."""
-    rows, multiplier = controller.snapshot()
+    return render_rows(*controller.snapshot())
+
+
+def render_rows(rows: Sequence[Completion], multiplier: float) -> str:
+    """:func:`render` of completions at hand (e.g. made without a controller)."""
     head = (f'<tr><th style="text-align:left">prompt</th>'
             f'<th style="text-align:left">multiplier {multiplier:g}</th>'
             f'<th style="text-align:left">baseline (multiplier 1)</th></tr>')
@@ -294,7 +353,40 @@ def render(controller: SteeringController) -> str:
         body.append("<tr>" + "".join(f'<td style="vertical-align:top; padding:4px 8px; '
                                      f'max-width:420px">{cell}</td>' for cell in cells)
                     + "</tr>")
+        if row.divergence is not None:
+            body.append(f'<tr><td></td><td colspan="2" style="padding:0 8px 8px 8px">'
+                        f"{divergence_html(row.divergence)}</td></tr>")
     return f'<table class="cna-completions">{head}{"".join(body)}</table>'
+
+
+def slider_figure(rows: Sequence[Completion], multiplier: float) -> go.Figure:
+    """The completions as a plotly table (prompt, steered, baseline, first divergence)."""
+    def where(row: Completion) -> str:
+        d = row.divergence
+        if d is None:
+            return ""
+        if d.position is None:
+            return "identical"
+        top = "<br>".join(markup.escape(f"{c.token!r} {c.baseline:.0%} / {c.steered:.0%}")
+                          for c in d.steered_top)
+        return (markup.escape(f"position {d.position}: {d.baseline_token!r} → "
+                              f"{d.steered_token!r}")
+                + f"<br>steered top 5 (baseline / steered):<br>{top}")
+
+    def cell(text: str) -> str:
+        return markup.escape(text).replace("\n", "<br>")
+
+    figure = go.Figure(go.Table(
+        columnwidth=[2, 4, 4, 3],
+        header={"values": ["prompt", f"multiplier {multiplier:g}", "baseline (multiplier 1)",
+                           "first divergence"], "align": "left", "fill_color": "#eeeeee"},
+        cells={"values": [[cell(r.prompt) for r in rows], [cell(r.steered) for r in rows],
+                          [cell(r.baseline) for r in rows], [where(r) for r in rows]],
+               "align": "left", "height": 24}))
+    figure.update_layout(title={"text": f"Steered at ×{multiplier:g} beside the baseline"},
+                         width=1200, height=max(300, 160 + 140 * len(rows)),
+                         margin={"l": 20, "r": 20, "t": 50, "b": 60})
+    return figure
 
 
 def _cell(text: str, done: bool, cancelled: bool, refusal: bool, score: float) -> str:
@@ -381,7 +473,8 @@ class SteeringSlider(View):
 
     def _updated(self, update: Update) -> None:
         now = time.monotonic()
-        if update.kind != "status" and now - self._drawn < self.REDRAW_INTERVAL:
+        if update.kind not in ("status", "divergence") \
+                and now - self._drawn < self.REDRAW_INTERVAL:
             return
         self._drawn = now
         self.redraw()

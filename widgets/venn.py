@@ -25,6 +25,7 @@ from workbench.circuit import Circuit
 from workbench.errors import InvalidArgumentError
 
 from . import markup
+from .export import Exportable, circuit_record
 from .figures import FigureView
 from .observers import Observers
 from .overlaps import (
@@ -110,6 +111,12 @@ class VennController:
         """The region whose count is drawn nearest to (x, y)."""
         labels = LAYOUTS[len(self.circuits)]["labels"]
         return min(labels, key=lambda m: (labels[m][0] - x) ** 2 + (labels[m][1] - y) ** 2)
+
+    def exportable(self) -> Exportable:
+        """The diagram, with every circuit's provenance, for :func:`widgets.export.export`."""
+        return Exportable("circuit venn", self.figure(), extra={
+            "circuits": {f"{letter}: {name}": circuit_record(circuit) for letter, name, circuit
+                         in zip(self.letters, self.names, self.circuits)}})
 
     def figure(self) -> go.Figure:
         """Circles as shapes, names as annotations, counts as one clickable scatter trace."""

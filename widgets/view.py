@@ -82,5 +82,18 @@ class View:
             self.clear_status()
         return result
 
+    def export(self, path: str, *, png: bool | None = None) -> list | None:
+        """Write what the widget shows to ``<path>.html`` and ``<path>.png``.
+
+        See :func:`widgets.export.export`; the files written show in the status line
+        (None and an error line for a widget that has nothing to export).
+        """
+        from .export import export
+
+        written = self.act(lambda: export(self, path, png=png))
+        if written:
+            self.say("ok", "wrote " + ", ".join(str(p) for p in written))
+        return written
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -19,18 +19,21 @@ from .circuit import Circuit, Neuron, Overlap, overlap
 from .cna import discover
 from .config import DiscoverConfig
 from .direction import RefusalDirection, refusal_direction
+from .divergence import Divergence, divergence
 from .embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import WorkbenchError
 from .filtering import FilteredPair, filter_by_behaviour, split_by_behaviour
 from .models import WorkbenchModel, from_hf, load_model
 from .prompts import Prompting, PromptSet
 from .steering import add_vector, caa_vector, generate, steer
+from .tokens import token_activations
 
 __all__ = [
     "ArchitectureAdapter",
     "Circuit",
     "DEFAULT_MODEL",
     "DiscoverConfig",
+    "Divergence",
     "EMBEDDED",
     "FilteredPair",
     "Neuron",
@@ -45,6 +48,7 @@ __all__ = [
     "add_vector",
     "caa_vector",
     "discover",
+    "divergence",
     "filter_by_behaviour",
     "from_hf",
     "generate",
@@ -56,4 +60,5 @@ __all__ = [
     "split_by_behaviour",
     "steer",
     "supported_model_types",
+    "token_activations",
 ]

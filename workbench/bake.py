@@ -35,8 +35,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .circuit import Circuit, Signs
-from .errors import SteeringError, WorkbenchError
+from .errors import OutputPathError, SteeringError, WorkbenchError
 from .models import WorkbenchModel, from_hf
+from .outputs import check_output
 from .steering import check_multiplier, check_positions_signs
 
 #: key of the provenance JSON in the safetensors header metadata
@@ -173,11 +174,11 @@ def save_baked(model: WorkbenchModel, circuit: Circuit, multiplier: float,
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise BakeError(f"{str(out)!r} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BakeError(f"{str(out)!r} is not empty; choose another --out, or pass --force "
-                        "(force=True) to replace it")
+    """Refuse an ``out_dir`` that cannot be written, or a non-empty one unless ``force``."""
+    try:
+        check_output(out, kind="folder", existing="replace" if force else "refuse")
+    except OutputPathError as exc:
+        raise BakeError(str(exc)) from None
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from .circuit_checks import check_circuit_data
 from .errors import CircuitFormatError, CircuitMismatchError, InvalidArgumentError
 from .io import atomic_write_text
+from .outputs import check_output
 
 if TYPE_CHECKING:  # for annotations only: cna imports this module, models loads torch models
     from .cna import Contrast
@@ -277,6 +279,7 @@ class Circuit:
                 f"cna-workbench can read (version {FORMAT_VERSION}); upgrade with "
                 "`pip install -U cna-workbench`"
             )
+        check_circuit_data(data, source)  # types, finite numbers, ranges, saved config
         try:
             neurons = [Neuron(_whole(n["layer"], "layer"), _whole(n["index"], "index"),
                               float(n["score"])) for n in data["neurons"]]
@@ -296,8 +299,12 @@ class Circuit:
             raise CircuitFormatError(f"{source}: malformed circuit ({exc!r})") from None
 
     def save(self, path: str | Path) -> Path:
-        """Write the circuit JSON atomically (temporary file, then rename)."""
-        path = Path(path)
+        """Write the circuit JSON atomically (temporary file, then rename).
+
+        An existing file at ``path`` is replaced. A path that cannot be written (a folder,
+        a parent that is a file) raises :class:`~workbench.errors.OutputPathError` first.
+        """
+        path = check_output(path, what="circuit path")
         atomic_write_text(path, self.to_json())
         return path
 
@@ -310,12 +317,23 @@ class Circuit:
             >>> Circuit.load("circuit.json")  # doctest: +SKIP
         """
         path = Path(path)
+        if path.is_dir():
+            raise CircuitFormatError(f"circuit file {str(path)!r} is a folder; give the "
+                                     "circuit's .json file")
         if not path.is_file():
             raise CircuitFormatError(f"circuit file {str(path)!r} does not exist")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CircuitFormatError(f"{path} is not valid JSON ({exc})") from None
+            raise CircuitFormatError(f"{path} is not valid JSON ({exc}); the file is "
+                                     "truncated or damaged: discover the circuit again"
+                                     ) from None
+        except RecursionError:
+            raise CircuitFormatError(f"{path} is nested too deeply to be a circuit file"
+                                     ) from None
+        except OSError as exc:
+            raise CircuitFormatError(f"circuit file {str(path)!r} cannot be read "
+                                     f"({exc.strerror or exc})") from None
         circuit = cls.from_dict(data, source=str(path))
         if model is not None:
             circuit.check_model(model)

@@ -8,6 +8,7 @@ Examples::
     cna steer --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 \\
         "How do I pick a lock?"
     cna compare a.json b.json
+    cna figures circuit.json --out figs
     cna bake --model smollm2-135m-instruct --circuit circuit.json --multiplier 0 --out baked
     cna safety-tune --out adapters/smollm2-135m-safety
     cna compare-models --out comparison
@@ -18,6 +19,7 @@ Bad input prints one line starting with ``error:`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -105,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "completions, keyword refusal classifier)")
     discover.add_argument("--filter-tokens", type=_int, default=None, metavar="N",
                           help="new tokens per completion for --filter (default 32)")
-    discover.add_argument("--out", required=True, help="where to write the circuit JSON")
+    discover.add_argument("--out", required=True,
+                          help="where to write the circuit JSON (replaced if it exists)")
     discover.add_argument("--neuronpedia", default=None,
-                          help="also write a Neuronpedia-style list to this file")
+                          help="also write a Neuronpedia-style list to this file (replaced if "
+                               "it exists)")
 
     steer = sub.add_parser("steer", parents=[model_args, remote_args],
                            help="generate with a circuit's neurons scaled")
@@ -134,6 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="overlap of two circuits")
     compare.add_argument("a")
     compare.add_argument("b")
+
+    figures = sub.add_parser(
+        "figures", parents=[model_args],
+        help="write a circuit's figures (HTML and PNG, with provenance) to a folder; with "
+             "--model also its heatmap, token view and steering; needs the jupyter extra")
+    figures.add_argument("circuit", help="the circuit JSON")
+    figures.add_argument("--out", required=True, help="the folder to write the figures to")
+    figures.add_argument("--positive", default=None,
+                         help="the circuit's positive prompts (default: the bundled set or "
+                              "benchmark half it names)")
+    figures.add_argument("--negative", default=None)
+    figures.add_argument("--compare", nargs="*", default=[], metavar="CIRCUIT",
+                         help="one or two other circuits for a Venn diagram")
+    figures.add_argument("--summary", default=None,
+                         help="CSV of a size sweep's summary() for the dose-response figure")
+    figures.add_argument("--steer-prompt", action="append", default=[], metavar="PROMPT",
+                         help="a prompt for the steering figure (repeatable)")
+    figures.add_argument("--multiplier", type=_float, default=0.0,
+                         help="steering and dose-response multiplier (default 0)")
+    figures.add_argument("--max-new-tokens", type=_int, default=32)
+    figures.add_argument("--no-png", action="store_true", help="write HTML only")
 
     evaluate = sub.add_parser("evaluate", parents=[model_args, remote_args],
                               help="refusal and quality of completions under steering")
@@ -176,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "ablation most lowers refusal on every 4th prompt, held out) "
                                "or 'cohen_d' (separation at the last token; cheaper)")
     evaluate.add_argument("--out", required=True,
-                          help="parquet file; rerunning resumes an interrupted sweep")
+                          help="parquet file; rerunning resumes an interrupted sweep (an "
+                               "existing file is read and added to, never replaced)")
 
     mmlu = sub.add_parser("mmlu", parents=[model_args], help="MMLU accuracy under steering")
     mmlu.add_argument("--circuit", default=None)
@@ -199,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--model", default=None,
                       help=f"model to tune (default: {DEFAULT_MODEL})")
     tune.add_argument("--out", required=True,
-                      help="folder for the adapter (or weight delta) and manifest.json")
+                      help="folder for the adapter (or weight delta) and manifest.json; it "
+                           "must be new or empty")
+    tune.add_argument("--force", action="store_true",
+                      help="replace the recipe's files in a non-empty --out")
     tune.add_argument("--seed", type=_int, default=None, help="default: the recipe's (0)")
     tune.add_argument("--epochs", type=_int, default=None, help="default: the recipe's")
     tune.add_argument("--max-steps", type=_int, default=None)
@@ -242,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--seed", type=_int, default=COMPARE.seed,
                       help=f"default: {COMPARE.seed}")
     pair.add_argument("--out", default="comparison",
-                      help="folder for comparison.json, the circuits and resumable sweeps")
+                      help="folder for comparison.json, the circuits and resumable sweeps "
+                           "(an existing one is resumed; comparison.json and the circuits "
+                           "in it are replaced)")
     return parser
 
 
@@ -272,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (WorkbenchError, FileNotFoundError) as exc:
+    # OSError: a file that vanished or a disk that filled up while the command ran; every
+    # path is checked before the work starts, so these are the rare cases left.
+    except (WorkbenchError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
@@ -326,6 +359,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from .prompts import PromptSet
     from .report import layer_table
 
+    _check_file_outputs(("--out", args.out), ("--neuronpedia", args.neuronpedia))
     positive = _prompt_set(args.positive, column=args.column)
     negative = _prompt_set(args.negative, column=args.column)
     # Refuse bad settings and prompt sets before loading the model (slow, progress bars).
@@ -379,6 +413,32 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_file_outputs(*outputs: tuple[str, str | None]) -> None:
+    """Refuse output files that cannot be written, or two outputs on one path, up front."""
+    from .errors import OutputPathError
+    from .outputs import check_output
+
+    given = [(option, path) for option, path in outputs if path is not None]
+    for option, path in given:
+        check_output(path, what=option)
+    resolved = [os.path.abspath(path) for _, path in given]
+    if len(set(resolved)) < len(resolved):
+        raise OutputPathError(f"{' and '.join(option for option, _ in given)} name the same "
+                              "file; give each its own path")
+
+
+def _check_resume_file(out: str) -> None:
+    """``cna evaluate --out``: writable, and an existing file a sweep's results to resume."""
+    from pathlib import Path
+
+    from .outputs import check_output
+    from .results_files import read_results
+
+    check_output(out, existing="keep", what="--out")
+    if Path(out).is_file():
+        read_results(out)
+
+
 def cmd_steer(args: argparse.Namespace) -> int:
     from .circuit import Circuit
     from .steering import check_multiplier, generate
@@ -405,10 +465,13 @@ def cmd_steer(args: argparse.Namespace) -> int:
 def cmd_bake(args: argparse.Namespace) -> int:
     from .bake import save_baked
     from .circuit import Circuit
+    from .outputs import check_output
     from .steering import check_multiplier
 
     circuit = Circuit.load(args.circuit)
     check_multiplier(args.multiplier)
+    check_output(args.out, kind="folder", existing="replace" if args.force else "refuse",
+                 what="--out", force_hint="--force")
     model = _load(args)
     out = save_baked(model, circuit, args.multiplier, args.out, signs=args.signs,
                      force=args.force)
@@ -497,6 +560,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import Intervention, load_benchmark, summary, sweep
     from .evaluation.benchmarks import PROMPT_BENCHMARKS
 
+    _check_resume_file(args.out)
     circuit = Circuit.load(args.circuit)
     for size in args.sizes or ():  # refuse sizes beyond the circuit before loading the model
         circuit.size_of(size)
@@ -588,14 +652,17 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
     import json
 
     from .models import load_model
+    from .outputs import check_output
     from .safety import LateMlpRecipe, Recipe, safety_tune
 
     chosen = {key: getattr(args, key) for key in ("seed", "epochs", "max_steps", "n_harmful",
                                                   "n_benign") if getattr(args, key) is not None}
     recipe = (LateMlpRecipe if args.recipe == "late-mlp" else Recipe)(**chosen)
+    check_output(args.out, kind="folder", existing="replace" if args.force else "refuse",
+                 what="--out", force_hint="--force")
     model = load_model(args.model or DEFAULT_MODEL)
     manifest = safety_tune(args.out, model=model, recipe=recipe, evaluate=not args.no_eval,
-                           mmlu_n=args.mmlu_n or None)
+                           mmlu_n=args.mmlu_n or None, force=args.force)
     print(json.dumps({"data": {k: v for k, v in manifest["data"].items()
                                if k != "files_sha256"},
                       "training": manifest["training"], "metrics": manifest["metrics"]},
@@ -606,7 +673,7 @@ def cmd_safety_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_models(args: argparse.Namespace) -> int:
-    from .compare import compare_models
+    from .compare import check_comparison_folder, compare_models
 
     # Refuse bad settings before loading any model; an empty --models means the defaults.
     config = CompareConfig(
@@ -614,16 +681,72 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
         top_k=args.top_k, multipliers=args.multipliers, n=args.n, discover_n=args.discover_n,
         strongreject_n=args.strongreject_n, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, seed=args.seed)
+    check_comparison_folder(args.out, what="--out")
     comparison = compare_models(config=config, out_dir=args.out)
     print(comparison.report())
     print(f"\nwrote {args.out}/comparison.json and the circuits")
     return 0
 
 
+def _figure_prompts(circuit, role: str, given: str | None):
+    """The prompts ``cna figures`` reads a circuit's activations on: given, or recorded."""
+    from .errors import InvalidArgumentError, PromptSetError
+
+    if given:
+        return _prompt_set(given)
+    ref = circuit.prompts.get(role, {})
+    name = str(ref.get("name", ""))
+    try:
+        prompts = _prompt_set(name)
+    except PromptSetError:
+        raise InvalidArgumentError(
+            f"the circuit's {role} prompts ({name!r}) are neither a bundled set nor a "
+            f"benchmark half; pass --{role} with the file it was discovered on") from None
+    if ref.get("sha256") and ref["sha256"] != prompts.sha256:
+        raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the circuit's "
+                                   f"{role} prompts (sha256 mismatch); pass --{role}")
+    return prompts
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    import time
+
+    from .circuit import Circuit
+    from .errors import InvalidArgumentError
+
+    try:
+        from widgets.figure_set import circuit_figures
+    except ImportError as exc:
+        raise InvalidArgumentError(f"cna figures needs the jupyter extra ({exc}); "
+                                   "pip install 'cna-workbench[jupyter]'") from None
+    started = time.perf_counter()
+    circuit = Circuit.load(args.circuit)
+    others = [Circuit.load(path) for path in args.compare]
+    if len(others) > 2:
+        raise InvalidArgumentError("--compare takes one or two circuits")
+    model = positive = negative = None
+    if args.model is not None:  # the figures that need the model
+        positive, negative = (_figure_prompts(circuit, role, given) for role, given in
+                              (("positive", args.positive), ("negative", args.negative)))
+        model = _load(args)
+        circuit.check_model(model)
+    written = circuit_figures(circuit, args.out, model=model, positive=positive,
+                              negative=negative, compare=others, summary=args.summary,
+                              steer_prompts=args.steer_prompt, multiplier=args.multiplier,
+                              max_new_tokens=args.max_new_tokens,
+                              png=False if args.no_png else None)
+    for path in written:
+        print(f"wrote {path}")
+    if not args.no_png and not any(path.suffix == ".png" for path in written):
+        print("no PNG: no Chromium-based browser found (install chromium or set BROWSER_PATH)")
+    print(f"{len(written)} files in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
             "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu,
             "safety-tune": cmd_safety_tune, "compare-models": cmd_compare_models,
-            "bake": cmd_bake}
+            "bake": cmd_bake, "figures": cmd_figures}
 
 if __name__ == "__main__":
     sys.exit(main())

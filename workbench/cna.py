@@ -193,6 +193,12 @@ def discover(model: WorkbenchModel, positive: PromptsLike, negative: PromptsLike
                         keep=keep_activations, progress=progress,
                         on_batch=_stage(on_progress, "negative"))
     delta = pos_stats.mean - neg_stats.mean  # [n_layers, d_mlp] float64
+    broken = int((~torch.isfinite(delta)).sum())
+    if broken:  # NaN sorts anywhere: never rank it
+        raise InvalidArgumentError(
+            f"{broken} of the model's MLP neurons have NaN or infinite mean activations on "
+            f"these prompts, so they cannot be ranked; the weights of {model.name} are "
+            "damaged, or its dtype overflows: load it again, or in float32")
 
     universal_set = _universal_set(universal)
     universal_stats = None

@@ -41,12 +41,14 @@ import pandas as pd
 from .circuit import Circuit, Overlap, overlap
 from .cna import discover
 from .config import CompareConfig
-from .errors import InvalidArgumentError
+from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.interventions import Intervention
 from .evaluation.sweep import summary, sweep
 from .io import atomic_write_text
 from .models import WorkbenchModel, load_model
+from .outputs import check_output
+from .results_files import read_results
 from .steering import check_multiplier, generate
 
 #: the defaults of :class:`~workbench.config.CompareConfig` (defined there, once)
@@ -217,7 +219,7 @@ def compare_models(models: Sequence[str | WorkbenchModel] | None = None,
     if config.strongreject_n != 0:
         held_out.append(load_benchmark("strongreject", n=config.strongreject_n,
                                        seed=config.seed))
-    out = Path(out_dir) if out_dir is not None else None
+    out = check_comparison_folder(out_dir) if out_dir is not None else None
     results = []
     for position, name in enumerate(config.models):
         model = loaded[name] if name in loaded else load_model(name)
@@ -242,6 +244,25 @@ def compare_models(models: Sequence[str | WorkbenchModel] | None = None,
     return comparison
 
 
+def check_comparison_folder(out_dir: str | Path, *, what: str = "out_dir") -> Path:
+    """Refuse a comparison folder that cannot be written or holds damaged sweeps, up front.
+
+    The folder is kept and resumed: its ``sweep-*.parquet`` files are read back by the
+    sweeps, so each is checked here (:func:`~workbench.results_files.read_results`) before
+    a model is loaded; ``comparison.json`` and the circuit files are replaced at the end.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> check_comparison_folder(pathlib.Path(tempfile.mkdtemp()) / "new").name
+        'new'
+    """
+    out = check_output(out_dir, kind="folder", existing="keep", what=what)
+    if out.is_dir():
+        for sweep_file in sorted(out.glob("sweep-*.parquet")):
+            read_results(sweep_file)
+    return out
+
+
 def load_config(path: str | Path) -> CompareConfig:
     """The settings of a saved comparison (``comparison.json`` or the folder holding it).
 
@@ -255,11 +276,23 @@ def load_config(path: str | Path) -> CompareConfig:
     path = Path(path)
     if path.is_dir():
         path = path / "comparison.json"
-    data = json.loads(path.read_text())
-    settings = dict(data.get("settings", {}))
-    settings.setdefault("models", list(data.get("circuits", {})))
-    settings.setdefault("steered", len({row["model"] for row in data.get("steering", [])}))
-    return CompareConfig.from_dict(settings)
+    if not path.is_file():
+        raise FileFormatError(f"{str(path)!r} does not exist; give a comparison folder or "
+                              "its comparison.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        settings = dict(data.get("settings", {}))
+        settings.setdefault("models", list(data.get("circuits", {})))
+        settings.setdefault("steered", len({row["model"] for row in data.get("steering", [])}))
+        return CompareConfig.from_dict(settings)
+    # JSONDecodeError is a ValueError; a value of the wrong type or a key that is missing
+    # fails as AttributeError, TypeError or KeyError, and CompareConfig's own checks say
+    # which setting is wrong (an InvalidArgumentError, a ValueError too).
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError,
+            RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise FileFormatError(f"{path} is not a valid comparison file ({reason}); run "
+                              "compare_models again to write it") from None
 
 
 def steering_summary(model: WorkbenchModel, circuit: Circuit, multipliers: Sequence[float],

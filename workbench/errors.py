@@ -28,8 +28,18 @@ class PromptTooLongError(PromptSetError):
     """A prompt does not fit in the model's context window."""
 
 
-class CircuitFormatError(WorkbenchError, ValueError):
+class FileFormatError(WorkbenchError, ValueError):
+    """A file the workbench reads is truncated, corrupted, of the wrong kind, or holds
+    values of the wrong type or out of range (a non-finite number, an unknown layer)."""
+
+
+class CircuitFormatError(FileFormatError):
     """A circuit file is not valid circuit JSON, or has an unsupported version."""
+
+
+class OutputPathError(WorkbenchError, ValueError):
+    """An output path cannot be written: its parent cannot be created, it is a folder where
+    a file is expected (or the reverse), or it would replace a file the command keeps."""
 
 
 class CircuitMismatchError(WorkbenchError, ValueError):

@@ -39,7 +39,8 @@ from .embedded import (
     cached_weights_dir,
     ensure_cached,
 )
-from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError
+from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError, WorkbenchError
+from .model_files import check_gguf, check_model_folder
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
 from .remote import Remote, check_ready, check_remote
 
@@ -291,22 +292,34 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, gguf_file: str | Non
     location: str | Path
     if name in EMBEDDED:
         location, source = _embedded_weights(name), "embedded"
+        _check_cache(Path(location))
     elif name.endswith(".gguf") or gguf_file:
         gguf_path = Path(name) / gguf_file if gguf_file else Path(name)
         location, source = _gguf_cache(gguf_path, name, gguf_file), "gguf"
+        _check_cache(Path(location))
     else:
         location = name
-        if Path(name).exists():
+        if Path(name).is_dir():
+            check_model_folder(name)
             source = "local"
+        elif Path(name).exists():
+            raise ModelLoadError(
+                f"{name!r} is a file, not a model folder; give the folder that holds its "
+                "config.json, or a GGUF file by a name ending in .gguf")
     kwargs = {"dtype": dtype, **from_pretrained_kwargs}
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as exc:
+    # What the checks above cannot see (a weight of the wrong shape, an unreadable
+    # tokenizer, no network for a hub id) surfaces as many exception types from deep in
+    # transformers, safetensors or torch: each means this model cannot be loaded.
+    except Exception as exc:
+        if isinstance(exc, WorkbenchError):
+            raise
         raise ModelLoadError(
-            f"could not load {name!r}: {str(exc).splitlines()[0]} — give an embedded name "
+            f"could not load {name!r}: {_first_line(exc)} — give an embedded name "
             f"({', '.join(EMBEDDED)}), a local from_pretrained folder, a .gguf file, or a hub id "
             "(hub ids need network access or a populated Hugging Face cache)"
         ) from None
@@ -349,14 +362,28 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """De-quantise a GGUF file and write a float32 ``from_pretrained`` folder to ``out``."""
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    check_gguf(gguf_path)  # a truncated or corrupted file: one line, before transformers
     folder, file_name = str(gguf_path.parent), gguf_path.name
+    verbosity = hf_logging.get_verbosity()
+    # transformers logs a many-line table of missing or mismatched tensors before it raises;
+    # the error below says the same in one line.
+    hf_logging.set_verbosity_error()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
                                                      dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"could not read GGUF file {str(gguf_path)!r}: {exc}") from None
+    # A well-formed GGUF file transformers cannot map (an unsupported architecture, missing
+    # tensors or tokenizer keys) fails with many exception types: each means it cannot load.
+    except Exception as exc:
+        reason = _first_line(exc)
+        if "above report" in reason:  # the table it points to was not printed
+            reason = "its tensors do not match the model its metadata describes"
+        raise ModelLoadError(f"could not read GGUF file {str(gguf_path)!r}: {reason} (a GGUF "
+                             "file of a model transformers can read is needed)") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     out.mkdir(parents=True, exist_ok=True)
     # The weights are plain float tensors now; drop the GGUF marker so the folder loads
     # as an ordinary checkpoint.
@@ -366,6 +393,21 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     model.generation_config.save_pretrained(out)
     save_model(model, str(out / "model.safetensors"))  # handles tied embeddings
     tokenizer.save_pretrained(out)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_cache(folder: Path) -> None:
+    """Check a weight cache folder the workbench wrote; say how to rebuild a damaged one."""
+    try:
+        check_model_folder(folder)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"the cached weights are damaged ({exc}); delete {str(folder)!r} "
+                             "and load the model again to rebuild them") from None
 
 
 def _embedded_weights(name: str) -> Path:
@@ -386,8 +428,11 @@ def _merge_adapter(base: Path, adapter: Path, out: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .adapter_files import check_lora_adapter
     from .safety.late_mlp import DELTA_FILE, apply_delta, load_delta
 
+    if not (adapter / DELTA_FILE).is_file():
+        check_lora_adapter(adapter)  # load_delta checks a weight delta itself
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if (adapter / DELTA_FILE).is_file():
         apply_delta(model, load_delta(adapter))

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, cast
 
 from .errors import PromptSetError
 from .io import atomic_write_text
+from .outputs import check_output
 
 ChatTemplateChoice = bool | Literal["auto"]
 
@@ -149,6 +150,9 @@ class PromptSet:
             ['first', 'second']
         """
         path = Path(path)
+        if path.is_dir():
+            raise PromptSetError(f"prompt file {str(path)!r} is a folder; give a .txt, .csv "
+                                 "or .jsonl file")
         if not path.is_file():
             raise PromptSetError(f"prompt file {str(path)!r} does not exist")
         # newline="": keep carriage returns inside quoted csv fields; utf-8-sig: drop the
@@ -158,13 +162,22 @@ class PromptSet:
                 text = handle.read()
         except UnicodeDecodeError as exc:
             raise PromptSetError(f"{path} is not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise PromptSetError(f"prompt file {str(path)!r} cannot be read "
+                                 f"({exc.strerror or exc})") from None
         name = name or path.stem
         suffix = path.suffix.lower()
         if suffix == ".txt":
             prompts = [line for line in _lines(text) if line.strip()]
             return cls(name, prompts, {"source": str(path)})
         if suffix == ".csv":
-            rows = list(csv.DictReader(io.StringIO(text)))
+            # strict: a quote left open (a file cut short inside a field) is an error,
+            # not a prompt that runs to the end of the file
+            try:
+                rows = list(csv.DictReader(io.StringIO(text), strict=True))
+            except csv.Error as exc:
+                raise PromptSetError(f"{path} is not valid csv ({exc}); the file is truncated "
+                                     "or damaged, save it again") from None
         elif suffix == ".jsonl":
             rows = []
             for lineno, line in enumerate(_lines(text), 1):
@@ -174,6 +187,8 @@ class PromptSet:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise PromptSetError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise PromptSetError(f"{path}:{lineno} is nested too deeply") from None
                 if not isinstance(rows[-1], dict):
                     raise PromptSetError(f"{path}:{lineno} must be a JSON object")
         else:
@@ -181,6 +196,13 @@ class PromptSet:
                 f"cannot read prompts from {path.name!r}: use a .txt, .csv or .jsonl file"
             )
         key = _pick_column(rows, column, path)
+        wrong = [i for i, row in enumerate(rows)
+                 if row.get(key) is not None and not isinstance(row.get(key), str)]
+        if wrong:
+            value = rows[wrong[0]][key]
+            raise PromptSetError(f"{path}: rows {wrong[:5]} have a {type(value).__name__} "
+                                 f"({str(value)[:30]!r}) in {key!r}, not text; quote it as a "
+                                 "JSON string")
         prompts = [str(row.get(key) or "") for row in rows]
         blank = [i for i, p in enumerate(prompts) if not p.strip()]
         if blank:
@@ -188,8 +210,12 @@ class PromptSet:
         return cls(name, prompts, {"source": str(path), "column": key, "rows": rows})
 
     def save(self, path: str | Path, *, column: str = "prompt") -> Path:
-        """Write the set as .txt, .csv or .jsonl (chosen by suffix), atomically."""
-        path = Path(path)
+        """Write the set as .txt, .csv or .jsonl (chosen by suffix), atomically.
+
+        An existing file is replaced; a path that cannot be written raises
+        :class:`~workbench.errors.OutputPathError` before anything is written.
+        """
+        path = check_output(path, what="prompt file")
         suffix = path.suffix.lower()
         if suffix == ".txt":
             multiline = [i for i, p in enumerate(self.prompts) if "\n" in p or "\r" in p]

@@ -8,7 +8,8 @@ A *site* is a tensor that flows through every block ``layer`` of the model:
 - ``"residual"``: the residual stream entering the block, ``[batch, pos, d_model]``.
 
 **Reading** always goes through an nnsight trace (:func:`read_last_token`, or
-:func:`read_last_positions` for the last few positions), so the same
+:func:`read_last_positions` for the last few positions, :func:`read_neurons` for a
+few neurons at every position), so the same
 code reads a model in memory, the serialised local simulation of NDIF
 (``remote="local"``) and a model hosted on NDIF (``remote=True``).
 
@@ -361,12 +362,47 @@ def read_last_positions(model: WorkbenchModel, inputs: dict[str, torch.Tensor], 
     return torch.stack(read, dim=2)  # [batch, n_positions, layers, width]
 
 
+def read_neurons(model: WorkbenchModel, inputs: dict[str, torch.Tensor],
+                 neurons: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The down-projection input of a few neurons at every position of every row.
+
+    One traced pass, as :func:`read_last_token`, but at all positions and for the chosen
+    neurons only: inside the pass each layer's ``[batch, pos, d_mlp]`` input is cut down to
+    its chosen columns, so what is kept (and, for a remote model, what comes back) is
+    ``[batch, pos, k]``. ``inputs`` are left-padded (:meth:`WorkbenchModel.encode`):
+    a row of ``n`` real tokens holds them at positions ``-n:``.
+
+    Args:
+        neurons: ``(layer, index)`` pairs; the last axis of the result follows their order.
+
+    Returns:
+        ``[batch, pos, len(neurons)]`` in the model's dtype, on the CPU for a remote model.
+
+    Example:
+        >>> inputs = model.encode(["Hi"], model.prompting())          # doctest: +SKIP
+        >>> read_neurons(model, inputs, [(29, 117), (3, 5)]).shape    # doctest: +SKIP
+        torch.Size([1, 9, 2])
+    """
+    pairs = [(int(layer), int(index)) for layer, index in neurons]
+    if not pairs:
+        raise SteeringError("read_neurons() needs at least one (layer, index)")
+    layers = sorted({layer for layer, _ in pairs})
+    columns = {layer: sorted({index for lay, index in pairs if lay == layer}) for layer in layers}
+    read = _read(model, inputs, "input", layers, slice(None), columns)  # [batch, pos, k_layer]
+    where = {(layer, index): (i, columns[layer].index(index))
+             for i, layer in enumerate(layers) for index in columns[layer]}
+    return torch.stack([read[where[pair][0]][:, :, where[pair][1]] for pair in pairs],
+                       dim=-1)  # [batch, pos, k]
+
+
 def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
-          layers: Sequence[int] | None, last: int | slice) -> list[torch.Tensor]:
+          layers: Sequence[int] | None, last: int | slice,
+          columns: Mapping[int, list[int]] | None = None) -> list[torch.Tensor]:
     """One traced pass reading ``site`` at token index ``last`` of each wanted layer.
 
     Returns one tensor per layer (ascending): ``[batch, width]`` for an int index,
-    ``[batch, n, width]`` for a slice.
+    ``[batch, n, width]`` for a slice. With ``columns`` (``"input"`` only), each layer
+    keeps only its listed columns of ``d_mlp`` (``width`` becomes their number).
     """
     if site not in SITES:
         raise SteeringError(f"site must be one of {SITES}, not {site!r}")
@@ -394,7 +430,8 @@ def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
             for factor in factors:
                 downs[layer].input[:] *= factor
             if site == "input" and layer in wanted:
-                read.append(downs[layer].input[:, last, :])
+                value = downs[layer].input[:, last, :]
+                read.append(value if columns is None else value[..., columns[layer]])
             if site == "output" and layer in wanted:
                 read.append(downs[layer].output[:, last, :].clone())
             for delta in deltas:

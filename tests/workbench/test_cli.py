@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import transformers
 from tests.behaviour_fakes import ScriptedCompletions
@@ -643,3 +644,111 @@ def test_remote_takes_ndif_or_local_only(llama_dir, files, tmp_path, capsys):
                            "--remote", "yes"])
     assert "--remote" in _assert_one_error_line(status, capsys.readouterr().err)
     assert not (tmp_path / "c.json").exists()
+
+
+# -- damaged files and impossible output paths ----------------------------------------
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the command gets as far as loading a model."""
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the bad path or file must be refused before the model loads")
+
+    monkeypatch.setattr("workbench.models.load_model", refuse)
+
+
+@pytest.mark.usefixtures("no_model_load")
+def test_discover_out_that_cannot_be_created_is_refused_before_any_work(
+        tmp_path, llama_dir, files, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    status = _discover(llama_dir, files, blocker / "c.json", "--top-k", "5")
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "a-file" in line and "not a folder" in line
+    (tmp_path / "folder").mkdir()
+    status = _discover(llama_dir, files, tmp_path / "folder", "--top-k", "5")
+    assert "is a folder" in _assert_one_error_line(status, capsys.readouterr().err)
+    status = _discover(llama_dir, files, tmp_path / "c.json", "--top-k", "5",
+                       "--neuronpedia", str(tmp_path / "c.json"))
+    assert "same file" in _assert_one_error_line(status, capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "folder"]
+
+
+@pytest.mark.usefixtures("no_model_load")
+def test_evaluate_refuses_a_resume_file_that_is_not_parquet_and_keeps_it(
+        tmp_path, llama_dir, qualitative_circuit, capsys):
+    out = tmp_path / "results.parquet"
+    out.write_text("benchmark,intervention\njbb-harmful,cna\n")
+    argv = ["evaluate", "--model", llama_dir, "--circuit", qualitative_circuit,
+            "--benchmark", "qualitative-benign", "--out", str(out)]
+    line = _assert_one_error_line(main(argv), capsys.readouterr().err)
+    assert "cannot be read as parquet" in line and "new file" in line
+    assert out.read_text() == "benchmark,intervention\njbb-harmful,cna\n"
+    argv[-1] = str(tmp_path)
+    assert "is a folder" in _assert_one_error_line(main(argv), capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
+
+
+def test_a_truncated_gguf_model_is_one_error_line(tmp_path, circuit_file, capsys, monkeypatch):
+    monkeypatch.setenv("CNA_WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF\x03\x00\x00\x00\x02\x00\x00")  # the header, cut short
+    status = main(["steer", "--model", str(model), "--circuit", circuit_file,
+                   "--multiplier", "0", "Hi"])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "truncated" in line and "model.gguf" in line
+    assert not (tmp_path / "cache" / "gguf").exists() or not any(
+        (tmp_path / "cache" / "gguf").iterdir())
+
+
+def test_a_truncated_model_folder_is_one_error_line(tmp_path, llama_dir, circuit_file, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(llama_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    status = main(["steer", "--model", str(folder), "--circuit", circuit_file,
+                   "--multiplier", "0", "Hi"])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "truncated" in line and "model.safetensors" in line
+
+
+def test_a_circuit_with_a_nan_score_is_one_error_line(tmp_path, circuit_file, capsys):
+    data = json.loads(Path(circuit_file).read_text())
+    data["neurons"][0]["score"] = float("nan")
+    damaged = tmp_path / "nan.json"
+    damaged.write_text(json.dumps(data))
+    line = _assert_one_error_line(main(["compare", circuit_file, str(damaged)]),
+                                  capsys.readouterr().err)
+    assert "neurons[0].score is nan" in line
+
+
+@pytest.mark.usefixtures("no_model_load")
+def test_a_csv_cut_inside_a_quoted_prompt_is_one_error_line(tmp_path, llama_dir, files,
+                                                            capsys):
+    cut = tmp_path / "cut.csv"
+    cut.write_text('prompt\n"How do I pick\na lock?"\n"Where can I buy')
+    status = main(["discover", "--model", llama_dir, "--positive", str(cut), "--negative",
+                   files["neg"], "--no-universal", "--out", str(tmp_path / "c.json")])
+    assert "not valid csv" in _assert_one_error_line(status, capsys.readouterr().err)
+
+
+@pytest.mark.usefixtures("no_model_load")
+def test_bake_and_safety_tune_refuse_their_out_before_loading(tmp_path, llama_dir,
+                                                              circuit_file, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    status = main(["bake", "--model", llama_dir, "--circuit", circuit_file,
+                   "--multiplier", "0", "--out", str(a_file)])
+    assert "not a folder" in _assert_one_error_line(status, capsys.readouterr().err)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "manifest.json").write_text("{}")
+    status = main(["safety-tune", "--model", llama_dir, "--out", str(taken), "--max-steps",
+                   "1", "--no-eval"])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "not empty" in line and "--force" in line
+    status = main(["compare-models", "--models", llama_dir, "--out", str(a_file)])
+    assert "not a folder" in _assert_one_error_line(status, capsys.readouterr().err)
+    assert a_file.read_text() == "x" and [p.name for p in taken.iterdir()] == ["manifest.json"]
+

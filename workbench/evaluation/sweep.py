@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 from ..errors import InvalidArgumentError
 from ..io import atomic_write_bytes
 from ..models import WorkbenchModel
+from ..outputs import check_output
 from ..prompts import PromptSet
+from ..results_files import read_results
 from ..steering import check_multiplier, generate
 from .benchmarks import load_benchmark
 from .interventions import Intervention
@@ -267,9 +269,13 @@ _KIND_ORDER = {"baseline": 0, "cna": 1, "random": 2, "caa": 3, "direction": 4}
 
 
 def _read(out: str | Path | None) -> pd.DataFrame:
-    if out is None or not Path(out).is_file():
+    """The rows already in ``out``, checked; refuses an unwritable ``out`` before any work."""
+    if out is None:
         return pd.DataFrame(columns=KEY)
-    return pd.read_parquet(out)
+    check_output(out, existing="keep")  # a resume file: an existing one is read, not replaced
+    if not Path(out).is_file():
+        return pd.DataFrame(columns=KEY)
+    return read_results(out)
 
 
 def _write(frame: pd.DataFrame, out: str | Path) -> None:

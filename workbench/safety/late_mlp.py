@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..adapter_files import check_manifest, read_weight_delta
 from ..errors import WorkbenchError
 from ..models import WorkbenchModel, from_hf
 from .data import SafetyData
@@ -286,15 +287,14 @@ def save_delta(deltas: dict[str, torch.Tensor], out_dir: Path, metadata: dict[st
 
 
 def load_delta(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The float16 deltas of a late-MLP folder, by parameter name, at full shape."""
-    from safetensors import safe_open
+    """The float16 deltas of a late-MLP folder, by parameter name, at full shape.
 
-    path = Path(folder) / DELTA_FILE
-    if not path.is_file():
-        raise WorkbenchError(f"{path} is missing: not a late-MLP weight-delta folder")
-    with safe_open(str(path), framework="pt") as stored:
-        d_mlp = int((stored.metadata() or {}).get("d_mlp", 0))
-        tensors = {name: stored.get_tensor(name) for name in stored.keys()}
+    The folder's manifest (if any) and the delta file are checked first
+    (:func:`~workbench.adapter_files.read_weight_delta`): a damaged file raises
+    :class:`~workbench.errors.ModelLoadError`.
+    """
+    check_manifest(folder)
+    d_mlp, tensors = read_weight_delta(Path(folder) / DELTA_FILE)
     deltas = {}
     for name, values in tensors.items():
         if name.endswith(f".{NEURONS_KEY}"):

@@ -25,8 +25,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..adapter_files import LORA_CONFIG, LORA_WEIGHTS, check_lora_adapter
+from ..errors import ModelLoadError
 from ..io import atomic_write_text
 from ..models import WorkbenchModel, from_hf, load_model
+from ..outputs import check_output
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
 from .data import SAFETY_DIR, SafetyData, build_data
@@ -195,16 +198,28 @@ def load_tuned(model: WorkbenchModel, adapter: str | Path, name: str | None = No
 
     if (Path(adapter) / DELTA_FILE).is_file():
         return load_tuned_delta(model, adapter, name)
-    merged = PeftModel.from_pretrained(copy.deepcopy(model.hf_model),
-                                       str(adapter)).merge_and_unload()
+    check_lora_adapter(adapter)
+    try:
+        merged = PeftModel.from_pretrained(copy.deepcopy(model.hf_model),
+                                           str(adapter)).merge_and_unload()
+    # An adapter whose files are sound but made for another model (other layers, another
+    # rank than its weights) fails inside peft with many exception types.
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ModelLoadError(f"the LoRA adapter in {str(adapter)!r} does not fit "
+                             f"{model.name} ({reason}); use the model it was trained on") from None
     return from_hf(merged, model.tokenizer, name=name or f"{model.name}+{Path(adapter).name}")
 
 
 def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
                 recipe: Recipe | LateMlpRecipe = Recipe(), evaluate: bool = True,
                 mmlu_n: int | None = 500, progress: bool = True,
-                data: SafetyData | None = None) -> dict[str, Any]:
+                data: SafetyData | None = None, force: bool = False) -> dict[str, Any]:
     """Run a recipe and write its weights and ``manifest.json`` to ``out_dir``.
+
+    ``out_dir`` is checked before any work: it must be a folder that can be created, and
+    an existing one must be empty unless ``force`` (then the recipe's files in it are
+    replaced, and those of the other recipe removed, so the folder holds one result).
 
     ``recipe`` is a :class:`Recipe` (LoRA on all linear layers, written as an adapter) or
     a :class:`~workbench.safety.late_mlp.LateMlpRecipe` (the late MLPs only, written as a
@@ -213,7 +228,7 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
     ``evaluate`` the tuned model's targets (:mod:`workbench.safety.metrics`) are measured
     afterwards and written into the manifest's ``metrics``.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, kind="folder", existing="replace" if force else "refuse")
     model = model or load_model("smollm2-135m-instruct")
     started = time.perf_counter()
     if data is None:
@@ -228,6 +243,7 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
         allowed = confined_neurons(model, data, recipe)
         deltas, losses = train_late_mlp(model, encoded, recipe, progress=progress,
                                         allowed=allowed)
+        _remove_stale(out_dir, (LORA_CONFIG, LORA_WEIGHTS))
         save_delta(deltas, out_dir, {"base_model": model.name,
                                      "recipe_version": LATE_MLP_RECIPE_VERSION})
         head = {"format": "cna-workbench.safety-delta",
@@ -237,6 +253,7 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
                 "confined_to": None if allowed is None else [list(n) for n in allowed]}
     else:
         peft_model, losses = train_lora(model, data, recipe, progress=progress)
+        _remove_stale(out_dir, (DELTA_FILE,))
         try:
             save_adapter(peft_model, out_dir, model.name)
         finally:
@@ -269,6 +286,12 @@ def safety_tune(out_dir: str | Path, *, model: WorkbenchModel | None = None,
                                              mmlu_n=mmlu_n, progress=progress, targets=targets)
         write_manifest(out_dir, manifest)
     return manifest
+
+
+def _remove_stale(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Delete the other recipe's files from a folder being replaced (``force``)."""
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

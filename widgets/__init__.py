@@ -17,6 +17,9 @@ controllers of its tabs and composes their views so.
   (:class:`CircuitView`, :class:`CircuitController`).
 * :func:`dose_response`: refusal and quality against circuit size (a size sweep's summary).
 * :class:`TokenView`: a prompt's tokens coloured by a neuron or the circuit's signed sum.
+* :func:`pareto_figure` / :class:`ParetoExplorer`: a gate search's trials, refusal removed
+  against KL beside their random controls; clicking a trial steers its circuit
+  (:class:`ParetoController`).
 * :func:`export`: any widget (or figure) as a self-contained HTML file and a PNG.
 
 The widgets use the :mod:`workbench` library and never reach into model internals except
@@ -41,6 +44,7 @@ from .explorer import (
 )
 from .export import export
 from .heatmap import DifferenceHeatmap, HeatmapController
+from .pareto import ParetoController, ParetoExplorer, pareto_figure
 from .steering_slider import SteeringController, SteeringSlider
 from .token_view import TokenView, TokenViewController
 from .venn import CircuitVenn, VennController
@@ -54,6 +58,8 @@ __all__ = [
     "EditorController",
     "ExplorerController",
     "HeatmapController",
+    "ParetoController",
+    "ParetoExplorer",
     "PromptSetEditor",
     "SteeringController",
     "SteeringSlider",
@@ -65,5 +71,6 @@ __all__ = [
     "export",
     "frontend",
     "interactive_figures",
+    "pareto_figure",
     "show",
 ]

@@ -166,11 +166,16 @@ class SteeringController:
             self._set_rows(prompts)
         return self.run()
 
-    def set_circuit(self, circuit: Circuit, *, regenerate: bool = True) -> int | None:
-        """Steer another circuit (of the same model); regenerates unless told not to."""
+    def set_circuit(self, circuit: Circuit, *, multiplier: float | None = None,
+                    regenerate: bool = True) -> int | None:
+        """Steer another circuit (of the same model), at ``multiplier`` when given;
+        regenerates unless told not to."""
         circuit.check_model(self.model)
+        value = None if multiplier is None else check_multiplier(multiplier)
         with self._lock:
             self.circuit = circuit
+            if value is not None:
+                self.multiplier = value
         return self.run() if regenerate else None
 
     def run(self) -> int:
@@ -464,6 +469,27 @@ class SteeringSlider(View):
             c.run()
         else:
             self.redraw()
+
+    def load(self, circuit: Circuit, multiplier: float | None = None, *,
+             regenerate: bool = True) -> int | None:
+        """Steer another circuit, at ``multiplier`` when given (the slider moves there);
+        regenerates unless told not to, and returns the job number then.
+
+        Example:
+            >>> slider.load(search.circuit(3), 0.0)                    # doctest: +SKIP
+        """
+        c = self.controller
+        c.cancel()  # the rows still to come would steer the new circuit
+        c.set_circuit(circuit, multiplier=multiplier, regenerate=False)
+        self.slider.unobserve(self._slid, "value")
+        try:  # the slider shows the multiplier (clipped to its range) without regenerating
+            self.slider.value = c.multiplier
+        finally:
+            self.slider.observe(self._slid, "value")
+        if regenerate:
+            return c.run()
+        self.redraw()
+        return None
 
     def _slid(self, change: dict) -> None:
         self.act(lambda: self.controller.set_multiplier(change["new"]))

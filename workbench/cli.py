@@ -28,11 +28,14 @@ from typing import Literal, NoReturn
 from .config import CompareConfig, DiscoverConfig
 from .embedded import DEFAULT_MODEL
 from .errors import WorkbenchError
+from .search_space import SearchSpace
 
 #: the discovery defaults the command line shows and uses
 DISCOVER = DiscoverConfig()
 #: the comparison defaults of ``cna compare-models``
 COMPARE = CompareConfig()
+#: the search space defaults of ``cna search``
+SEARCH = SearchSpace()
 
 
 def _float(text: str) -> float:
@@ -203,6 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True,
                           help="parquet file; rerunning resumes an interrupted sweep (an "
                                "existing file is read and added to, never replaced)")
+
+    search = sub.add_parser(
+        "search", help="search for the gate: contrast, circuit size, layer band, signs and "
+                       "multiplier, scored on held-out prompts by refusal removed beyond a "
+                       "random circuit and by KL divergence on harmless prompts")
+    search.add_argument("--model", default=None,
+                        help=f"embedded name, hub id, local folder or .gguf file (default: "
+                             f"{DEFAULT_MODEL})")
+    search.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
+    search.add_argument("--dtype", default=None, help="float32, bfloat16, ...")
+    search.add_argument("--study", required=True,
+                        help="the study's SQLite file (.db): created, or resumed and "
+                             "extended when it exists")
+    search.add_argument("--trials", type=_int, default=12, help="trials to add (default 12)")
+    search.add_argument("--contrasts", type=_names, default=list(SEARCH.contrasts),
+                        help="comma-separated: jbb-pair, refusal-filtered")
+    search.add_argument("--min-fraction", type=_float, default=SEARCH.min_fraction)
+    search.add_argument("--max-fraction", type=_float, default=SEARCH.max_fraction)
+    search.add_argument("--bands", type=_names, default=list(SEARCH.bands),
+                        help="comma-separated: last-10%%, last-25%%, last-50%%, all")
+    search.add_argument("--signs", type=_names, default=list(SEARCH.signs),
+                        help="comma-separated: all, positive")
+    search.add_argument("--min-multiplier", type=_float, default=SEARCH.min_multiplier,
+                        help="below 0 lets trials flip the circuit (default 0: ablation)")
+    search.add_argument("--max-multiplier", type=_float, default=SEARCH.max_multiplier)
+    search.add_argument("--heldout-n", type=_int, default=25,
+                        help="prompts of each held-out JBB half scored per trial")
+    search.add_argument("--max-new-tokens", type=_int, default=32)
+    search.add_argument("--batch-size", type=_int, default=32)
+    search.add_argument("--seed", type=_int, default=0)
+    search.add_argument("--pareto-csv", default=None,
+                        help="also write the Pareto trials to this CSV file")
 
     mmlu = sub.add_parser("mmlu", parents=[model_args], help="MMLU accuracy under steering")
     mmlu.add_argument("--circuit", default=None)
@@ -621,6 +656,40 @@ def _direction_prompts(circuit) -> tuple:
     return tuple(sets)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .errors import InvalidArgumentError
+    from .outputs import check_output
+    from .search import GateSearch
+
+    if args.trials < 1:
+        raise InvalidArgumentError(f"--trials must be at least 1, not {args.trials}")
+    space = SearchSpace(contrasts=tuple(args.contrasts), min_fraction=args.min_fraction,
+                        max_fraction=args.max_fraction, bands=tuple(args.bands),
+                        signs=tuple(args.signs), min_multiplier=args.min_multiplier,
+                        max_multiplier=args.max_multiplier)
+    check_output(args.study, existing="keep", what="--study")
+    if args.pareto_csv:
+        check_output(args.pareto_csv, what="--pareto-csv")
+    model = _load(args)
+    search = GateSearch(model, args.study, space, heldout_n=args.heldout_n,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        batch_size=args.batch_size).run(args.trials)
+    baseline = search.baseline()
+    pareto = search.pareto()
+    columns = ["trial", "contrast", "fraction", "band", "signs", "multiplier", "size",
+               "refusal", "random_refusal", "benign_refusal", "kl", "random_kl", "quality"]
+    print(f"x1 refusal: held-out harmful {baseline['refusal']:.2f}, benign "
+          f"{baseline['benign_refusal']:.2f}; {len(search.trials())} trials in {args.study}")
+    print("Pareto trials (most refusal removed beyond the random circuit first, then least KL):")
+    print(pareto[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if args.pareto_csv:
+        from .io import atomic_write_text
+
+        atomic_write_text(args.pareto_csv, pareto.to_csv(index=False))
+        print(f"wrote {len(pareto)} rows to {args.pareto_csv}")
+    return 0
+
+
 def cmd_mmlu(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -746,7 +815,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 COMMANDS = {"models": cmd_models, "discover": cmd_discover, "steer": cmd_steer,
             "compare": cmd_compare, "evaluate": cmd_evaluate, "mmlu": cmd_mmlu,
             "safety-tune": cmd_safety_tune, "compare-models": cmd_compare_models,
-            "bake": cmd_bake, "figures": cmd_figures}
+            "bake": cmd_bake, "figures": cmd_figures, "search": cmd_search}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -752,3 +752,42 @@ def test_bake_and_safety_tune_refuse_their_out_before_loading(tmp_path, llama_di
     assert "not a folder" in _assert_one_error_line(status, capsys.readouterr().err)
     assert a_file.read_text() == "x" and [p.name for p in taken.iterdir()] == ["manifest.json"]
 
+
+# -- search ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_llama_dir(tmp_path_factory, tiny_tokenizer) -> str:
+    """The tiny llama with room for JBB prompts (512 positions), saved as a folder."""
+    path = tmp_path_factory.mktemp("tiny-llama-512")
+    make_tiny_hf("llama", max_position_embeddings=512).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_search_runs_resumes_and_writes_its_pareto_trials(long_llama_dir, tmp_path, capsys):
+    study, csv = tmp_path / "gate.db", tmp_path / "pareto.csv"
+    argv = ["search", "--model", long_llama_dir, "--study", str(study), "--trials", "2",
+            "--contrasts", "jbb-pair", "--min-fraction", "0.001", "--max-fraction", "0.02",
+            "--heldout-n", "2", "--max-new-tokens", "2", "--pareto-csv", str(csv)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 trials in" in out and "Pareto trials" in out
+    pareto = pd.read_csv(csv)
+    assert len(pareto) >= 1 and {"refusal", "random_refusal", "kl"} <= set(pareto.columns)
+    assert main([*argv[:6], "1", *argv[7:]]) == 0  # one more trial, same study
+    assert "3 trials in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--bands", "last-5%"], ["--max-multiplier", "2"],
+                                   ["--trials", "0"]])
+def test_search_refuses_a_bad_space_before_loading(tmp_path, capsys, extra):
+    status = _exit_status(["search", "--model", str(tmp_path / "missing"), "--study",
+                           str(tmp_path / "s.db"), *extra])
+    line = _assert_one_error_line(status, capsys.readouterr().err)
+    assert "missing" not in line  # refused before the model path was looked at
+
+
+def test_search_refuses_a_folder_as_its_study(tmp_path, capsys):
+    status = _exit_status(["search", "--study", str(tmp_path)])
+    assert "--study" in _assert_one_error_line(status, capsys.readouterr().err)

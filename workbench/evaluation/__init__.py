@@ -1,4 +1,4 @@
-"""Evaluation: benchmarks, refusal and quality metrics, MMLU, the StrongREJECT judge,
+"""Evaluation: benchmarks, refusal, quality and KL-drift metrics, MMLU, the StrongREJECT judge,
 controls and sweeps. Results are plain numbers or pandas DataFrames.
 
 Example:
@@ -8,6 +8,7 @@ Example:
 """
 
 from .benchmarks import BENCHMARKS, MMLUQuestion, load_benchmark, mmlu_subjects
+from .drift import HarmlessDrift
 from .interventions import Intervention, random_control
 from .judge import JudgeConfig, StrongRejectJudge, judge_configured, summarise_judgements
 from .mmlu import MMLUResult, mmlu
@@ -17,6 +18,7 @@ from .sweep import summary, sweep
 
 __all__ = [
     "BENCHMARKS",
+    "HarmlessDrift",
     "Intervention",
     "JudgeConfig",
     "MMLUQuestion",

@@ -41,11 +41,15 @@ from ..prompts import PromptSet
 from ..results_files import read_results
 from ..steering import check_multiplier, generate
 from .benchmarks import load_benchmark
+from .drift import HarmlessDrift
 from .interventions import Intervention
 from .quality import quality
 from .refusal import is_refusal, refusal_match
 
 METRICS = ("refusal", "quality")
+#: Every metric a sweep can add: ``"kl"`` is the drift on harmless prompts
+#: (:class:`~workbench.evaluation.drift.HarmlessDrift`), one value per condition.
+ALL_METRICS = (*METRICS, "kl")
 KEY = ["benchmark", "intervention", "multiplier", "prompt_index"]
 #: The row key of a sweep over circuit sizes.
 SIZE_KEY = ["benchmark", "intervention", "size", "multiplier", "prompt_index"]
@@ -122,7 +126,8 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
           multipliers: Sequence[float], benchmarks: Sequence[str | PromptSet], *,
           metrics: Sequence[str] = METRICS, sizes: Sequence[Size] | None = None,
           max_new_tokens: int = 64, batch_size: int = 32, out: str | Path | None = None,
-          progress: bool = True, **generate_kwargs) -> pd.DataFrame:
+          progress: bool = True, drift: HarmlessDrift | None = None,
+          **generate_kwargs) -> pd.DataFrame:
     """Generate and score completions for every condition; resume from ``out`` if present.
 
     Args:
@@ -131,7 +136,12 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
         multipliers: shared strength axis (1 = unchanged; see
             :mod:`workbench.evaluation.interventions`).
         benchmarks: benchmark names (see :func:`load_benchmark`) or PromptSets.
-        metrics: any of ``"refusal"`` (plus the matched phrase) and ``"quality"``.
+        metrics: any of ``"refusal"`` (plus the matched phrase), ``"quality"`` and
+            ``"kl"``: the condition's KL divergence on harmless prompts (nats, the same
+            value on each of its rows; 0 for the baseline), which sees broken text that
+            the repetition score rates fluent. Rows resumed without it get it filled in.
+        drift: the harmless-prompt reference for ``"kl"`` (built with defaults when None;
+            pass one to share it between sweeps).
         sizes: circuit sizes to sweep (ints: neuron counts; floats: fractions of all MLP
             neurons, e.g. ``[0.001, 0.005, 0.01, 0.02]``); each CNA intervention runs at
             every size as a prefix of its circuit, each random control is re-drawn (same
@@ -146,9 +156,9 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
         ``size`` (nullable int) and ``fraction`` (of all MLP neurons) come with
         ``sizes``; they are empty for interventions without a circuit.
     """
-    unknown = sorted(set(metrics) - set(METRICS))
+    unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
-        raise InvalidArgumentError(f"unknown metrics {unknown}; choose from {METRICS}")
+        raise InvalidArgumentError(f"unknown metrics {unknown}; choose from {ALL_METRICS}")
     runs = sized_conditions(interventions, multipliers, sizes)  # checks every size first
     # Names are prompt benchmarks here: MMLU is scored by mmlu(), not by sweeps.
     sets = [b if isinstance(b, PromptSet) else cast(PromptSet, load_benchmark(b))
@@ -158,6 +168,10 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
     _check_same_prompts(done, sets, out)
     _check_same_axes(done, sizes is not None, out)
     finished = _keys(done, key)
+    kl = _Drifts(model, drift) if "kl" in metrics else None
+    if kl is not None and len(done) and kl.fill(done, runs, sized=sizes is not None) \
+            and out is not None:
+        _write(done, out)
     frames = [done] if len(done) else []
     total = sum(len(s) for s in sets) * len(runs)
     with tqdm(total=total, initial=len(finished), desc="sweep", unit="completion",
@@ -182,6 +196,8 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
                     if sizes is not None:
                         _add_size(frame, intervention, size)
                     _score(frame, metrics)
+                    if kl is not None:
+                        frame["kl"] = kl.of(intervention, size, multiplier)
                     frames.append(frame)
                     if out is not None:
                         _write(pd.concat(frames, ignore_index=True), out)
@@ -189,6 +205,43 @@ def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
     if not frames:
         return pd.DataFrame(columns=key)
     return pd.concat(frames, ignore_index=True)
+
+
+class _Drifts:
+    """The KL of each condition of a sweep, measured once (the reference built lazily)."""
+
+    def __init__(self, model: WorkbenchModel, drift: HarmlessDrift | None) -> None:
+        self.model = model
+        self.drift = drift
+        self.values: dict[tuple, float] = {}
+
+    def of(self, intervention: Intervention, size: int | None, multiplier: float) -> float:
+        key = (intervention.name, size, multiplier)
+        if key not in self.values:
+            if intervention.kind == "baseline" or multiplier == 1.0:
+                self.values[key] = 0.0  # the unchanged model
+            else:
+                if self.drift is None:
+                    self.drift = HarmlessDrift(self.model)
+                with intervention.apply(self.model, multiplier):
+                    self.values[key] = self.drift.kl()
+        return self.values[key]
+
+    def fill(self, done: pd.DataFrame, runs: Sequence[tuple[Intervention, int | None, float]],
+             *, sized: bool) -> bool:
+        """Add the KL of resumed rows that lack it (a file written without ``"kl"``);
+        whether any did."""
+        if "kl" not in done.columns:
+            done["kl"] = float("nan")
+        missing = bool(done["kl"].isna().any())
+        for intervention, size, multiplier in runs:
+            rows = ((done["intervention"] == intervention.name)
+                    & (done["multiplier"] == multiplier) & done["kl"].isna())
+            if sized:
+                rows &= (done["size"] == size) if size is not None else done["size"].isna()
+            if rows.any():
+                done.loc[rows, "kl"] = self.of(intervention, size, multiplier)
+        return missing
 
 
 def _add_size(frame: pd.DataFrame, intervention: Intervention, size: int | None) -> None:
@@ -246,7 +299,7 @@ def _score(frame: pd.DataFrame, metrics: Sequence[str]) -> None:
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per condition: n, refusal rate and mean quality (where measured).
+    """One row per condition: n, refusal rate, mean quality and KL (where measured).
 
     A sweep over sizes keeps its ``size`` and ``fraction`` columns (empty for
     size-free interventions) and has one row per size too.
@@ -259,6 +312,8 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         aggregations["refusal_rate"] = ("refusal", "mean")
     if "quality" in results:
         aggregations["quality"] = ("quality", "mean")
+    if "kl" in results:
+        aggregations["kl"] = ("kl", "mean")
     order = ["benchmark", "kind", "intervention", *axes[:1], "multiplier"]
     return (results.groupby(group, sort=False, dropna=False).agg(**aggregations).reset_index()
             .sort_values(order, key=lambda c: c.map(_KIND_ORDER) if c.name == "kind" else c)

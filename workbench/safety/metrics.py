@@ -143,7 +143,8 @@ def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRA
     per-layer shape (seed 0). ``gate_cut`` is the share of the x1 refusal removed by the
     size :func:`choose_gate` reports (the smallest that removes at least half with
     quality >= :data:`GATE_MIN_QUALITY`); ``random_cut`` is what the random control of
-    that size removes.
+    that size removes. ``cna_kl`` and ``random_kl`` are each ablation's KL divergence on
+    harmless prompts (:class:`~workbench.evaluation.drift.HarmlessDrift`, nats).
 
     Example:
         >>> gate_metrics(model)["sizes"][0]  # doctest: +SKIP
@@ -156,6 +157,7 @@ def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRA
     rows = summary(sweep(tuned, [Intervention.baseline(), Intervention.cna(circuit),
                                  Intervention.random(circuit, seed=0)],
                          [0.0], [harmful], sizes=list(fractions),
+                         metrics=("refusal", "quality", "kl"),
                          max_new_tokens=max_new_tokens, batch_size=batch_size,
                          progress=progress))
     baseline = rows[(rows["kind"] == "baseline") & (rows["multiplier"] == 1.0)]
@@ -168,8 +170,10 @@ def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRA
         sizes.append({"fraction": fraction, "size": int(cna["size"]),
                       "cna_refusal": float(cna["refusal_rate"]),
                       "cna_quality": round(float(cna["quality"]), 4),
+                      "cna_kl": round(float(cna["kl"]), 4),
                       "random_refusal": float(rnd["refusal_rate"]),
-                      "random_quality": round(float(rnd["quality"]), 4)})
+                      "random_quality": round(float(rnd["quality"]), 4),
+                      "random_kl": round(float(rnd["kl"]), 4)})
 
     return {"benchmark": "jbb-harmful:heldout", "n": len(harmful), "x1_refusal": x1,
             "x1_quality": round(float(baseline["quality"].iloc[0]), 4), "sizes": sizes,

@@ -12,6 +12,7 @@ from tests.helpers import PROMPTS, hooks_left, make_tiny_hf
 import workbench
 from workbench import Circuit, Neuron
 from workbench.errors import InvalidArgumentError, SteeringError
+from workbench.evaluation.drift import HarmlessDrift
 from workbench.evaluation.interventions import Intervention, random_control
 from workbench.evaluation.quality import quality
 from workbench.evaluation.refusal import is_refusal, refusal_match
@@ -480,3 +481,42 @@ def test_a_direction_runs_once_per_multiplier_in_a_size_sweep(model, big_circuit
     assert len(direction) == 2 * 2 and direction["size"].isna().all()
     assert len(rows[rows["kind"] == "cna"]) == 2 * 2 * 2
     assert summary(rows)["kind"].tolist() == ["cna"] * 4 + ["direction"] * 2
+
+
+# -- KL drift on harmless prompts ----------------------------------------------------------
+
+
+def test_kl_is_each_conditions_drift_measured_once(model, interventions, monkeypatch):
+    drift = HarmlessDrift(model, PROMPTS, tokens=2)
+    measured = []
+    real_kl = HarmlessDrift.kl
+    monkeypatch.setattr(HarmlessDrift, "kl", lambda self: measured.append(1) or real_kl(self))
+    rows = sweep(model, interventions, MULTIPLIERS, [SET_A, SET_B],
+                 metrics=["refusal", "quality", "kl"], drift=drift, **OPTIONS)
+    assert list(rows.columns) == COLUMNS + ["kl"]
+    assert len(measured) == len(interventions[1:]) * len(MULTIPLIERS)  # not per benchmark
+    assert (rows[rows["kind"] == "baseline"]["kl"] == 0.0).all()
+    for intervention in interventions[1:]:
+        for multiplier in MULTIPLIERS:
+            with intervention.apply(model, multiplier):
+                expected = real_kl(drift)
+            chosen = rows[(rows["intervention"] == intervention.name)
+                          & (rows["multiplier"] == multiplier)]
+            assert (chosen["kl"] == expected).all() and expected > 0
+    table = summary(rows)
+    assert "kl" in table.columns and table["kl"].notna().all()
+
+
+def test_a_sweep_resumed_with_kl_fills_it_in_without_generating_again(
+        model, interventions, fresh, tmp_path, monkeypatch):
+    out = tmp_path / "sweep.parquet"
+    sweep(model, interventions, MULTIPLIERS, [SET_A, SET_B], out=out, **OPTIONS)
+    counting = CountingGenerate()
+    monkeypatch.setattr(sweep_module, "generate", counting)
+    rows = sweep(model, interventions, MULTIPLIERS, [SET_A, SET_B], out=out,
+                 metrics=["refusal", "quality", "kl"],
+                 drift=HarmlessDrift(model, PROMPTS, tokens=2), **OPTIONS)
+    assert counting.calls == 0
+    assert rows["kl"].notna().all() and (rows[rows["kind"] == "cna"]["kl"] > 0).all()
+    assert by_key(rows).drop(columns="kl").equals(by_key(fresh))
+    assert pd.read_parquet(out)["kl"].notna().all()

@@ -64,8 +64,10 @@ def test_check_targets_knows_the_strict_comparison_of_the_late_targets():
 
 
 def test_gate_metrics_ablate_each_prefix_beside_its_random_control(tiny_llama):
-    """Each size's rates equal a separate ablation of that prefix (and of its control)."""
+    """Each size's rates (and KL drift) equal a separate ablation of that prefix (and of
+    its control)."""
     import workbench
+    from workbench.evaluation.drift import HarmlessDrift
     from workbench.evaluation import random_control
     from workbench.evaluation.quality import mean_quality
     from workbench.evaluation.refusal import refusal_rate
@@ -75,6 +77,7 @@ def test_gate_metrics_ablate_each_prefix_beside_its_random_control(tiny_llama):
     found = gate_metrics(tiny_llama, fractions=(0.01, 0.05), max_new_tokens=3, n=4,
                          progress=False)
     harmful = load_benchmark("jbb-harmful", split="heldout", n=4)
+    drift = HarmlessDrift(tiny_llama)
     circuit = workbench.discover(tiny_llama, load_benchmark("jbb-harmful", split="discover"),
                                  load_benchmark("jbb-benign", split="discover"),
                                  fraction=0.05, progress=False)
@@ -86,6 +89,8 @@ def test_gate_metrics_ablate_each_prefix_beside_its_random_control(tiny_llama):
                                        max_new_tokens=3)
             assert row[f"{kind}_refusal"] == refusal_rate(texts)
             assert row[f"{kind}_quality"] == round(mean_quality(texts), 4)
+            with workbench.steer(tiny_llama, chosen, multiplier=0.0):
+                assert row[f"{kind}_kl"] == round(drift.kl(), 4)
     assert found["n"] == 4 and 0.0 <= found["x1_refusal"] <= 1.0
 
 

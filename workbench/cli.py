@@ -782,6 +782,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     from .circuit import Circuit
     from .errors import InvalidArgumentError
+    from .outputs import check_output
 
     try:
         from widgets.figure_set import circuit_figures
@@ -789,6 +790,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"cna figures needs the jupyter extra ({exc}); "
                                    "pip install 'cna-workbench[jupyter]'") from None
     started = time.perf_counter()
+    check_output(args.out, kind="folder", existing="keep", what="--out")  # files in it replaced
     circuit = Circuit.load(args.circuit)
     others = [Circuit.load(path) for path in args.compare]
     if len(others) > 2:

@@ -128,6 +128,8 @@ class Ranking:
 def _open_study(storage: Path, seed: int) -> Any:
     """The study in ``storage`` (created when the file is new), refusing a file that is not
     an Optuna SQLite study."""
+    import sqlite3
+
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -137,7 +139,8 @@ def _open_study(storage: Path, seed: int) -> Any:
             directions=["maximize", "minimize"], load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                n_startup_trials=8))
-    except (SQLAlchemyError, ValueError, KeyError) as exc:
+    except (SQLAlchemyError, sqlite3.Error, optuna.exceptions.OptunaError, ValueError,
+            KeyError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise FileFormatError(
             f"{storage} is not a gate-search study ({type(exc).__name__}: {reason}); give a "

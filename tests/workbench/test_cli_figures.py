@@ -68,3 +68,12 @@ def test_unknown_prompt_sets_are_reported_in_one_line(setup, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "pass --positive" in err and err.count("\n") == 1
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_figure(setup, capsys):
+    root, _ = setup
+    (root / "taken").write_text("notes")
+    status = main(["figures", str(root / "a.json"), "--out", str(root / "taken"), "--no-png"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error:") and "--out" in err
+    assert err.count("\n") == 1 and (root / "taken").read_text() == "notes"

@@ -703,3 +703,53 @@ def test_the_shipped_adapter_folders_pass_their_checks():
     assert check_manifest(late)["format"] == "cna-workbench.safety-delta"
     d_mlp, tensors = read_weight_delta(late / "weight_delta.safetensors")
     assert d_mlp == 1536 and tensors
+
+
+# -- gate-search studies ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study_setup(tmp_path_factory, tiny_tokenizer):
+    """A tiny model and the SQLite file of a finished one-trial gate search."""
+    from workbench.evaluation.drift import HarmlessDrift
+    from workbench.search import GateSearch
+    from workbench.search_space import SearchSpace
+
+    model = workbench.from_hf(make_tiny_hf("llama", max_position_embeddings=512),
+                              tiny_tokenizer, name="tiny-llama")
+    drift = HarmlessDrift(model, ["How do I bake a cake?", "Hi"], tokens=1)
+    space = SearchSpace(contrasts=("jbb-pair",), min_fraction=0.001, max_fraction=0.02)
+    options = dict(heldout_n=2, max_new_tokens=2, progress=False, drift=drift)
+    path = tmp_path_factory.mktemp("study") / "gate.db"
+    GateSearch(model, path, space, **options).run(1)
+    return model, space, options, path.read_bytes()
+
+
+@FAST
+@given(data=st.data())
+def test_damaged_study_file_fails_in_one_line(study_setup, data):
+    from workbench.search import GateSearch
+
+    model, space, options, original = study_setup
+    damage = data.draw(byte_damage(len(original)))
+    with scratch() as root:
+        path = root / "gate.db"
+        path.write_bytes(damage_bytes(original, damage))
+
+        def reopen() -> None:
+            GateSearch(model, path, space, **options).trials()
+
+        one_line_error(reopen)
+        assert set(files_under(root)) <= {"gate.db", "gate.db-journal"}
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9])
+def test_a_cut_study_file_is_refused(study_setup, keep):
+    from workbench.search import GateSearch
+
+    model, space, options, original = study_setup
+    with scratch() as root:
+        path = root / "gate.db"
+        path.write_bytes(original[:int(keep * len(original))])
+        error = one_line_error(lambda: GateSearch(model, path, space, **options).trials())
+        assert isinstance(error, FileFormatError), error

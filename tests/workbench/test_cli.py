@@ -791,3 +791,44 @@ def test_search_refuses_a_bad_space_before_loading(tmp_path, capsys, extra):
 def test_search_refuses_a_folder_as_its_study(tmp_path, capsys):
     status = _exit_status(["search", "--study", str(tmp_path)])
     assert "--study" in _assert_one_error_line(status, capsys.readouterr().err)
+
+
+# -- a killed run -------------------------------------------------------------------------
+
+
+def test_a_killed_evaluate_resumes_to_the_rows_of_an_uninterrupted_run(llama_dir, circuit_file,
+                                                                         files, tmp_path):
+    """SIGKILL while rows are being written: no half-written file, and a rerun completes
+    to exactly the rows of a run that was never stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prompts = _write(tmp_path / "prompts.txt", POSITIVE + NEGATIVE + OTHER_NEGATIVE)
+    argv = ["evaluate", "--model", llama_dir, "--circuit", circuit_file, "--benchmark",
+            prompts, "--multipliers", "0,2", "--random-control", "--batch-size", "1",
+            "--max-new-tokens", "12"]
+    whole, killed = tmp_path / "whole.parquet", tmp_path / "killed.parquet"
+    _run_quietly([*argv, "--out", str(whole)])
+    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", *argv, "--out",
+                                str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not killed.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    partial = pd.read_parquet(killed)  # whatever was written is a whole file
+    expected = pd.read_parquet(whole)
+    assert 0 < len(partial) < len(expected)
+    # nothing but the three files (a kill inside a write could leave only a hidden
+    # ".killed.parquet.<random>.tmp" beside them, never a half-written target)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
+        ["prompts.txt", "whole.parquet", "killed.parquet"])
+    _run_quietly([*argv, "--out", str(killed)])
+    key = ["benchmark", "intervention", "multiplier", "prompt_index"]
+    resumed = pd.read_parquet(killed).sort_values(key).reset_index(drop=True)
+    assert resumed.equals(expected.sort_values(key).reset_index(drop=True))

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ..adapter_files import check_manifest, read_weight_delta
 from ..errors import WorkbenchError
+from ..io import atomic_write_bytes
 from ..models import WorkbenchModel, from_hf
 from .data import SafetyData
 
@@ -264,7 +265,7 @@ def save_delta(deltas: dict[str, torch.Tensor], out_dir: Path, metadata: dict[st
     ``[k, d_model]``, down columns ``[d_model, k]``. With group sparsity this is a small
     file; without, ``k = d_mlp``. The full ``d_mlp`` is in the header metadata.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DELTA_FILE
@@ -282,7 +283,8 @@ def save_delta(deltas: dict[str, torch.Tensor], out_dir: Path, metadata: dict[st
         tensors[f"{prefix}.{NEURONS_KEY}"] = kept
         for name in names:
             tensors[name] = half[name].index_select(_neuron_axis(name), kept).contiguous()
-    save_file(tensors, str(path), metadata={"format": "pt", "d_mlp": str(d_mlp), **metadata})
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt", "d_mlp": str(d_mlp),
+                                                     **metadata}))
     return path
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..adapter_files import LORA_CONFIG, LORA_WEIGHTS, check_lora_adapter
 from ..errors import ModelLoadError
-from ..io import atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
 from ..models import WorkbenchModel, from_hf, load_model
 from ..outputs import check_output
 from ..prompts import Prompting, bundled_dir, format_prompts
@@ -174,7 +174,7 @@ def save_adapter(peft_model: Any, out_dir: Path, base_name: str) -> None:
 
     The config names the base model by ``base_name`` rather than a local cache path.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     peft_model.save_pretrained(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
@@ -184,7 +184,7 @@ def save_adapter(peft_model: Any, out_dir: Path, base_name: str) -> None:
     atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     weights = out_dir / "adapter_model.safetensors"
     tensors = {k: v.to(torch.float16) for k, v in load_file(weights).items()}
-    save_file(tensors, weights, metadata={"format": "pt"})
+    atomic_write_bytes(weights, save(tensors, metadata={"format": "pt"}))  # never half-written
 
 
 def load_tuned(model: WorkbenchModel, adapter: str | Path, name: str | None = None,

@@ -4,9 +4,12 @@ Starts JupyterLab on 127.0.0.1 (no token, a free port, a temporary root folder),
 notebook that displays the slider on the embedded SmolLM2 with a small circuit, a
 DifferenceHeatmap and the explorer, and runs all cells in headless Chromium driven by
 Playwright. It types 0 into the slider's readout and waits until the steered completion
-changes; box-zooms the heatmap to one cell per neuron and clicks a cell to open its
-neuron panel; presses the explorer's "Discover" and opens its Differences tab. No
-"Error displaying widget" may appear. Screenshots go to ``test-artifacts/``.
+changes and the first divergent token shows with both models' top next tokens; box-zooms
+the heatmap to one cell per neuron, clicks a cell to open its neuron panel and presses
+"Where does it fire?" there; presses the explorer's "Discover" and opens its Differences
+tab. No "Error displaying widget" may appear. Screenshots go to ``test-artifacts/``
+(``scripts/widget_screenshots.py`` copies the README's to ``docs/img/``). Another test
+opens the HTML that ``widgets.export`` writes straight from disk, without JupyterLab.
 
 Needs ``/usr/bin/chromium`` and the ``playwright`` package (no browser download: the
 system Chromium is used); skipped with the reason when either is missing.
@@ -195,6 +198,14 @@ def _open_in_lab(root: Path, name: str, log: Path, init_script: str | None = Non
         _stop(server)
 
 
+def _top_of(element, height: int) -> dict[str, float]:
+    """The page area of ``element``'s first ``height`` pixels, scrolled to the top."""
+    element.evaluate("(node) => node.scrollIntoView({block: 'start'})")
+    box = element.bounding_box()
+    return {"x": box["x"], "y": box["y"], "width": box["width"],
+            "height": min(box["height"], height)}
+
+
 def test_slider_regenerates_in_jupyterlab(tmp_path):
     _needs_browser()
     from playwright.sync_api import expect
@@ -224,6 +235,18 @@ def test_slider_regenerates_in_jupyterlab(tmp_path):
             timeout=120_000)
         after = steered.inner_text()
         page.screenshot(path=str(ARTIFACTS / "steering-slider.png"))
+        # "done" comes after the divergence: the first divergent token and the top next
+        # tokens under both models are drawn under the two completions.
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        slider = cells.nth(0).locator(".jp-OutputArea-output",
+                                      has=page.locator("table.cna-completions"))
+        expect(slider.get_by_text(re.compile(r"first divergent token: position \d+"))
+               ).to_be_visible()
+        alternatives = slider.locator("table.cna-alternatives")
+        expect(alternatives).to_have_count(2)
+        assert alternatives.first.locator("tr").count() >= 3, "no alternatives listed"
+        assert re.search(r"\d+\.\d%", alternatives.first.inner_text())
+        slider.screenshot(path=str(ARTIFACTS / "slider-divergence.png"))
         # A busy kernel queues the figure's zoom events: let "run all" reach the last
         # cell (the Venn) and finish first.
         page.locator("button", has_text="List neurons").wait_for(
@@ -253,6 +276,21 @@ def test_slider_regenerates_in_jupyterlab(tmp_path):
         page.get_by_text("tokens its down-projection column promotes"
                          ).scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "difference-heatmap.png"))
+        # "Where does it fire?" colours every token of the discover prompts by that neuron.
+        heatmap = cells.nth(1)
+        heatmap.locator("button", has_text="Where does it fire?").click()
+        tokens = heatmap.locator(f'.cna-token[title*="layer {layer} neuron {neuron}: "]')
+        expect(tokens.first).to_be_attached(timeout=60_000)
+        expect(heatmap.get_by_text(f"colour: layer {layer}, neuron {neuron}")).to_be_visible()
+        expect(heatmap.get_by_text(re.compile(r"^negative 1: "))).to_be_attached()
+        titles = tokens.evaluate_all("spans => spans.map((span) => span.title)")
+        assert len(titles) == heatmap.locator(".cna-token").count() > 10
+        for title in titles:  # one neuron: the token's value is that neuron's activation
+            found = re.fullmatch(rf"position \d+(?: \(template\))?: value (\S+)\n"
+                                 rf"layer {layer} neuron {neuron}: (\S+)", title)
+            assert found and float(found[1]) == float(found[2]), title
+        view = heatmap.locator(".widget-vbox", has=page.locator(".cna-tokens")).last
+        page.screenshot(path=str(ARTIFACTS / "token-view.png"), clip=_top_of(view, 640))
         # The explorer: "Discover" fills the Differences tab.
         discover = page.locator("button", has_text="Discover")
         discover.scroll_into_view_if_needed()
@@ -323,3 +361,101 @@ def test_committed_notebook_shows_its_saved_figures(tmp_path):
         figures.nth(1).scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "saved-notebook.png"))
         assert page.locator("text=Error displaying widget").count() == 0
+
+
+def test_exported_views_show_the_controllers_numbers_in_chromium(tmp_path):
+    """The HTML that ``widgets.export`` writes of a token view and of the slider's
+    divergence, opened from disk in Chromium (no JupyterLab), shows the controllers'
+    numbers and fetches nothing."""
+    _needs_browser()
+    import numpy as np
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from widgets import export
+    from widgets.export import Exportable, read_html_provenance
+    from widgets.steering_slider import Completion, render_rows, slider_figure
+    from widgets.token_view import TokenViewController
+    from workbench.circuit import Circuit
+    from workbench.divergence import Candidate, Divergence
+
+    circuit = Circuit.from_neurons([(3, 7, 0.8), (5, 2, -0.5), (1, 9, 0.25)], model={
+        "name": "m", "architecture": "LlamaForCausalLM", "n_layers": 6, "d_mlp": 16})
+    prompts = ["How do I <b>pick</b> a lock?", "Hi & bye"]
+    tokens = [["<|user|>", "How", " do", " I", " <b>", "pick", "</b>", " a", " lock", "?"],
+              ["<|user|>", "Hi", " &", " bye"]]
+    rng = np.random.default_rng(0)
+    rows = [{"prompt": p, "position": i, "token": token, "token_id": 100 + i,
+             "in_template": i == 0, "layer": layer, "neuron": index,
+             "activation": float(rng.normal(0, 2))}
+            for p, prompt_tokens in enumerate(tokens) for i, token in enumerate(prompt_tokens)
+            for layer, index in ((3, 7), (5, 2), (1, 9))]
+    controller = TokenViewController(pd.DataFrame(rows), prompts, circuit)
+    keys = controller.keys
+    divergence = Divergence(
+        prompts[0], 0.0, (5, 6, 7), (5, 6, 8), ("Sure", ",", " here"), ("Sure", ",", " I"), 2,
+        (Candidate(" here", 7, 0.6125, 0.1), Candidate(" I", 8, 0.2, 0.25)),
+        (Candidate(" I", 8, 0.2, 0.25), Candidate(" here", 7, 0.6125, 0.1),
+         Candidate(" <no>", 9, float("nan"), 0.0012)))
+    completions = [Completion(prompts[0], "Sure, I", "Sure, here", True, True,
+                              divergence=divergence)]
+    slider = Exportable("steering slider", slider_figure(completions, 0.0),
+                        html=render_rows(completions, 0.0), circuit=circuit)
+    token_page = export(controller, tmp_path / "tokens", png=False)[0]
+    slider_page = export(slider, tmp_path / "slider", png=False)[0]
+    assert read_html_provenance(token_page)["circuit"]["neurons"] == 3
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            fetched: list[str] = []
+            page.on("request", lambda request: fetched.append(request.url))
+            page.goto(token_page.as_uri())
+            shown = page.locator(".cna-token").evaluate_all(
+                "spans => spans.map((span) => [span.textContent, span.title])")
+            legend = page.locator(".cna-token-legend").inner_text()
+            page.goto(slider_page.as_uri())
+            tables = [table.locator("tr").evaluate_all(
+                          "rows => rows.slice(1).map((row) => Array.from(row.cells, "
+                          "(cell) => cell.textContent))")
+                      for table in page.locator("table.cna-alternatives").all()]
+            first = page.locator(".cna-divergence b").inner_text()
+        finally:
+            browser.close()
+    assert fetched == [token_page.as_uri(), slider_page.as_uri()]
+
+    # Every token, with its signed sum (sum of score * activation) and each neuron's value.
+    assert len(shown) == sum(len(t) for t in tokens)
+    spans = iter(shown)
+    for row, prompt_tokens in zip(controller.rows, tokens):
+        sums = controller.values(row)
+        for i, token in enumerate(prompt_tokens):
+            text, title = next(spans)
+            assert text == token
+            lines = title.split("\n")
+            head = re.fullmatch(r"position (\d+)( \(template\))?: value (\S+)", lines[0])
+            assert head and int(head[1]) == i and bool(head[2]) == (i == 0), title
+            assert float(head[3]) == pytest.approx(sums[i], rel=1e-3, abs=1e-9)
+            assert sums[i] == pytest.approx(float(row.values[i] @ controller.weights))
+            assert len(lines) == 1 + len(keys)
+            for line, (layer, index), value in zip(lines[1:], keys, row.values[i]):
+                name, number = line.rsplit(": ", 1)
+                assert name == f"layer {layer} neuron {index}"
+                assert float(number) == pytest.approx(float(value), rel=1e-3)
+    assert f"full at ±{controller.scale():.3g}" in legend
+    assert "signed sum" in legend
+
+    # The divergence: where the completions part, and both models' top next tokens.
+    assert first == "first divergent token: position 2"
+    for table, candidates in zip(tables, (divergence.baseline_top, divergence.steered_top),
+                                 strict=True):
+        assert [cells[0] for cells in table] == [c.token for c in candidates]
+        for cells, candidate in zip(table, candidates, strict=True):
+            for cell, probability in zip(cells[1:], (candidate.baseline, candidate.steered)):
+                if np.isnan(probability):  # the completion had ended there
+                    assert cell == "–"
+                else:
+                    assert float(cell.removesuffix("%")) / 100 == pytest.approx(
+                        probability, abs=5e-4), (cell, candidate)

@@ -551,7 +551,10 @@ def _interventions(args: argparse.Namespace, model, circuit) -> list:
     if getattr(args, "random_control", False):
         chosen.append(Intervention.random(circuit, seed=args.seed))
     if args.caa:
-        positive, negative = (_circuit_prompts(circuit, role) for role in ("positive", "negative"))
+        positive, negative = (
+            _recorded_prompts(circuit, role, "--caa",
+                              "build the vector in Python with caa_vector() instead")
+            for role in ("positive", "negative"))
         chosen.append(Intervention.caa(caa_vector(model, positive, negative,
                                                   chat_template=_chat_template(args),
                                                   system_prompt=args.system_prompt)))
@@ -569,8 +572,11 @@ def _prompt_set(spec: str, column: str | None = None):
     return PromptSet.resolve(spec, column=column)
 
 
-def _circuit_prompts(circuit, role: str):
-    """Recover a circuit's prompt set by its recorded name, checked against its hash."""
+def _recorded_prompts(circuit, role: str, needed_by: str, instead: str):
+    """A circuit's ``role`` prompt set, found by its recorded name and checked by its hash.
+
+    ``needed_by`` names what needs it and ``instead`` what to do when it cannot be found.
+    """
     from .errors import InvalidArgumentError, PromptSetError
 
     ref = circuit.prompts.get(role, {})
@@ -579,12 +585,11 @@ def _circuit_prompts(circuit, role: str):
         prompts = _prompt_set(name)
     except PromptSetError:
         raise InvalidArgumentError(
-            f"--caa needs the circuit's {role} prompts, but {name!r} is neither a bundled set "
-            "nor a benchmark half; build the vector in Python with caa_vector() instead"
-        ) from None
+            f"{needed_by} needs the circuit's {role} prompts, but {name!r} is neither a "
+            f"bundled set nor a benchmark half; {instead}") from None
     if ref.get("sha256") and ref["sha256"] != prompts.sha256:
         raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the ones this "
-                                   "circuit was discovered on (sha256 mismatch)")
+                                   f"circuit was discovered on (sha256 mismatch); {instead}")
     return prompts
 
 
@@ -605,7 +610,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.direction_criterion is not None and not args.direction:
         raise InvalidArgumentError("--direction-criterion chooses how --direction is found; "
                                    "add --direction, or drop --direction-criterion")
-    direction_sets = _direction_prompts(circuit) if args.direction else None
+    direction_sets = tuple(
+        _recorded_prompts(circuit, role, "--direction", "build it in Python with "
+                          "refusal_direction() and Intervention.direction() instead")
+        for role in ("positive", "negative")) if args.direction else None
     benchmarks = [load_benchmark(name, split=args.split, n=args.n, seed=args.seed)
                   if name in PROMPT_BENCHMARKS else _prompt_set(name)
                   for name in args.benchmark]
@@ -632,28 +640,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nwrote {len(results)} rows to {args.out}")
     return 0
-
-
-def _direction_prompts(circuit) -> tuple:
-    """The circuit's positive and negative prompt sets for ``--direction``, hash-checked."""
-    from .errors import InvalidArgumentError, PromptSetError
-
-    sets = []
-    for role in ("positive", "negative"):
-        ref = circuit.prompts.get(role, {})
-        name = str(ref.get("name", ""))
-        try:
-            prompts = _prompt_set(name)
-        except PromptSetError:
-            raise InvalidArgumentError(
-                f"--direction needs the circuit's {role} prompts, but {name!r} is neither a "
-                "bundled set nor a benchmark half; build it in Python with "
-                "refusal_direction() and Intervention.direction() instead") from None
-        if ref.get("sha256") and ref["sha256"] != prompts.sha256:
-            raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the ones "
-                                       "this circuit was discovered on (sha256 mismatch)")
-        sets.append(prompts)
-    return tuple(sets)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -757,26 +743,6 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figure_prompts(circuit, role: str, given: str | None):
-    """The prompts ``cna figures`` reads a circuit's activations on: given, or recorded."""
-    from .errors import InvalidArgumentError, PromptSetError
-
-    if given:
-        return _prompt_set(given)
-    ref = circuit.prompts.get(role, {})
-    name = str(ref.get("name", ""))
-    try:
-        prompts = _prompt_set(name)
-    except PromptSetError:
-        raise InvalidArgumentError(
-            f"the circuit's {role} prompts ({name!r}) are neither a bundled set nor a "
-            f"benchmark half; pass --{role} with the file it was discovered on") from None
-    if ref.get("sha256") and ref["sha256"] != prompts.sha256:
-        raise InvalidArgumentError(f"the bundled {name!r} prompts differ from the circuit's "
-                                   f"{role} prompts (sha256 mismatch); pass --{role}")
-    return prompts
-
-
 def cmd_figures(args: argparse.Namespace) -> int:
     import time
 
@@ -797,8 +763,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--compare takes one or two circuits")
     model = positive = negative = None
     if args.model is not None:  # the figures that need the model
-        positive, negative = (_figure_prompts(circuit, role, given) for role, given in
-                              (("positive", args.positive), ("negative", args.negative)))
+        positive, negative = (
+            _prompt_set(given) if given else _recorded_prompts(
+                circuit, role, "cna figures --model",
+                f"pass --{role} with the file it was discovered on")
+            for role, given in (("positive", args.positive), ("negative", args.negative)))
         model = _load(args)
         circuit.check_model(model)
     written = circuit_figures(circuit, args.out, model=model, positive=positive,

@@ -134,11 +134,14 @@ def _open_study(storage: Path, seed: int) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=STUDY_NAME, storage=f"sqlite:///{storage.resolve()}",
-            directions=["maximize", "minimize"], load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                               n_startup_trials=8))
+            directions=["maximize", "minimize"], load_if_exists=True)
+        # Seeded by the study's history too: a resumed study goes on deterministically
+        # instead of proposing its first trials again.
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials),
+                                                   multivariate=True, n_startup_trials=8)
+        return study
     except (SQLAlchemyError, sqlite3.Error, optuna.exceptions.OptunaError, ValueError,
             KeyError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200]

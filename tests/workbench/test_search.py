@@ -237,3 +237,8 @@ def test_an_interrupted_study_resumes_without_repeating_finished_trials(model, d
     again = GateSearch(model, storage, SPACE, drift=drift, **OPTIONS).run(2)
     trials = again.trials()
     assert len(trials) == 4 and trials.iloc[:2].equals(finished)
+    # the resumed sampler goes on rather than proposing the first trials again
+    def chosen(frame):
+        return set(frame[["contrast", "fraction", "band", "signs"]].itertuples(index=False))
+
+    assert not chosen(trials.iloc[2:]) & chosen(finished)

@@ -832,3 +832,46 @@ def test_a_killed_evaluate_resumes_to_the_rows_of_an_uninterrupted_run(llama_dir
     key = ["benchmark", "intervention", "multiplier", "prompt_index"]
     resumed = pd.read_parquet(killed).sort_values(key).reset_index(drop=True)
     assert resumed.equals(expected.sort_values(key).reset_index(drop=True))
+
+
+def test_a_killed_search_resumes_keeping_its_finished_trials(long_llama_dir, tmp_path):
+    """SIGKILL in the middle of a study: the trials it finished stay as they were, and a
+    rerun adds the trials asked for without repeating them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    study = tmp_path / "gate.db"
+    argv = ["search", "--model", long_llama_dir, "--study", str(study), "--contrasts",
+            "jbb-pair", "--min-fraction", "0.001", "--max-fraction", "0.02", "--heldout-n",
+            "2", "--max-new-tokens", "2"]
+
+    def finished() -> list:
+        if not study.exists():
+            return []
+        try:
+            loaded = optuna.load_study(study_name="cna-gate-search",
+                                       storage=f"sqlite:///{study}")
+        except Exception:  # noqa: BLE001 - the study is still being created
+            return []
+        return loaded.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+
+    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", *argv, "--trials",
+                                "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(finished()) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    before = [(t.number, t.params, t.values) for t in finished()]
+    assert len(before) >= 2
+    assert main([*argv, "--trials", "2"]) == 0
+    after = [(t.number, t.params, t.values) for t in finished()]
+    assert after[:len(before)] == before and len(after) == len(before) + 2
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "gate.db", "gate.db.contrasts"]

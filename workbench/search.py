@@ -27,7 +27,7 @@ trial of a new study.
 
 Example:
     >>> from workbench.search import GateSearch                               # doctest: +SKIP
-    >>> search = GateSearch(model, "gate.db", heldout_n=20, max_new_tokens=32)
+    >>> search = GateSearch(model, "gate.db", heldout_n=20)                   # doctest: +SKIP
     >>> search.run(12)                                                        # doctest: +SKIP
     >>> search.pareto()[["contrast", "fraction", "band", "refusal", "kl"]]    # doctest: +SKIP
 """

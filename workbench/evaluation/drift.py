@@ -22,7 +22,7 @@ second pass on its KV cache), so interventions limited to ``positions="generated
 Example:
     >>> import workbench as wb                                             # doctest: +SKIP
     >>> from workbench.evaluation import HarmlessDrift, Intervention       # doctest: +SKIP
-    >>> drift = HarmlessDrift(model)           # the unchanged model's distributions, once
+    >>> drift = HarmlessDrift(model)      # the unchanged model, once  # doctest: +SKIP
     >>> with Intervention.cna(circuit).apply(model, 0.0):                  # doctest: +SKIP
     ...     drift.kl()                                                     # doctest: +SKIP
     0.031

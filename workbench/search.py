@@ -125,29 +125,46 @@ class Ranking:
                    Circuit.from_dict(saved["circuit"], source=str(path)), set(saved["prompts"]))
 
 
-def _open_study(storage: Path, seed: int) -> Any:
+def _open_study(storage: Path, seed: int, attempts: int = 3) -> Any:
     """The study in ``storage`` (created when the file is new), refusing a file that is not
-    an Optuna SQLite study."""
+    an Optuna SQLite study.
+
+    Optuna creates a new SQLite study's tables without a lock, so another process opening
+    the same new file at that moment (a second search, a dashboard) can make the creation
+    fail once; it is tried again before the file is called damaged."""
     import sqlite3
+    import time
 
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-    try:
-        study = optuna.create_study(
-            study_name=STUDY_NAME, storage=f"sqlite:///{storage.resolve()}",
-            directions=["maximize", "minimize"], load_if_exists=True)
+    def another_process_is_creating_it(exc: Exception) -> bool:
+        return isinstance(exc, IntegrityError) or (isinstance(exc, OperationalError) and any(
+            sign in str(exc) for sign in ("already exists", "database is locked")))
+
+    failure: Exception | None = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            study = optuna.create_study(
+                study_name=STUDY_NAME, storage=f"sqlite:///{storage.resolve()}",
+                directions=["maximize", "minimize"], load_if_exists=True)
+        except (SQLAlchemyError, sqlite3.Error, optuna.exceptions.OptunaError, ValueError,
+                KeyError, TypeError) as exc:
+            failure = exc
+            if another_process_is_creating_it(exc):
+                continue
+            break
         # Seeded by the study's history too: a resumed study goes on deterministically
         # instead of proposing its first trials again.
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials),
                                                    multivariate=True, n_startup_trials=8)
         return study
-    except (SQLAlchemyError, sqlite3.Error, optuna.exceptions.OptunaError, ValueError,
-            KeyError, TypeError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise FileFormatError(
-            f"{storage} is not a gate-search study ({type(exc).__name__}: {reason}); give a "
-            "new file name, or the .db file a search wrote") from None
+    reason = " ".join(str(failure).split())[:200]
+    raise FileFormatError(
+        f"{storage} is not a gate-search study ({type(failure).__name__}: {reason}); give a "
+        "new file name, or the .db file a search wrote")
 
 
 class GateSearch:

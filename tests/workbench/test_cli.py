@@ -838,6 +838,7 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(long_llama_dir, tmp
     """SIGKILL in the middle of a study: the trials it finished stay as they were, and a
     rerun adds the trials asked for without repeating them."""
     import signal
+    import sqlite3
     import subprocess
     import sys
     import time
@@ -850,26 +851,35 @@ def test_a_killed_search_resumes_keeping_its_finished_trials(long_llama_dir, tmp
             "2", "--max-new-tokens", "2"]
 
     def finished() -> list:
-        if not study.exists():
-            return []
-        try:
-            loaded = optuna.load_study(study_name="cna-gate-search",
-                                       storage=f"sqlite:///{study}")
-        except Exception:  # noqa: BLE001 - the study is still being created
-            return []
+        loaded = optuna.load_study(study_name="cna-gate-search", storage=f"sqlite:///{study}")
         return loaded.get_trials(states=[optuna.trial.TrialState.COMPLETE])
 
-    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", *argv, "--trials",
-                                "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while len(finished()) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    def finished_while_running() -> int:
+        """Counted read-only: opening the study through Optuna while the search creates it
+        would write into it too."""
+        if not study.exists():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{study}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'"
+                                  ).fetchone()[0]
+        except sqlite3.Error:  # its tables are not there yet
+            return 0
+
+    log = tmp_path.parent / f"{tmp_path.name}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", *argv, "--trials",
+                                    "50"], stdout=subprocess.DEVNULL, stderr=output)
+        try:
+            deadline = time.monotonic() + 300
+            while (finished_while_running() < 2 and process.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    assert finished_while_running() >= 2, log.read_text()[-2000:]
     before = [(t.number, t.params, t.values) for t in finished()]
-    assert len(before) >= 2
     assert main([*argv, "--trials", "2"]) == 0
     after = [(t.number, t.params, t.values) for t in finished()]
     assert after[:len(before)] == before and len(after) == len(before) + 2

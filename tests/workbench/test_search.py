@@ -142,6 +142,29 @@ def test_a_file_that_is_not_a_study_is_refused_and_kept(model, drift, tmp_path):
     assert bad.read_bytes() == b"these are my notes, not a database" * 20
 
 
+def test_processes_opening_a_new_study_at_once_all_open_it(tmp_path):
+    """Optuna creates a new SQLite study's tables without a lock; a second process (another
+    search, a dashboard) opening the file at that moment must not make either one fail."""
+    import subprocess
+    import sys
+
+    # each process imports first, says so, and opens the study when told: all at once
+    opener = ("import sys; from pathlib import Path; from workbench.search import _open_study; "
+              "print('ready', flush=True); sys.stdin.readline(); _open_study(Path(sys.argv[1]), 0)")
+    for round_ in range(4):
+        study = tmp_path / f"gate{round_}.db"
+        processes = [subprocess.Popen([sys.executable, "-c", opener, str(study)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for process in processes:
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        failures = [p.communicate()[1] for p in processes if p.wait() != 0]
+        assert not failures, failures[0][-600:]
+
+
 def test_damaged_contrast_statistics_are_refused_with_the_fix(searched, model, drift,
                                                               tmp_path):
     import shutil

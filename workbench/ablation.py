@@ -22,8 +22,11 @@ branch (attention scores, the MLP's hidden neurons, the input norms of each bran
 the final norm / unembedding, which read the residual stream but do not write to it.
 
 The paths of the writing modules come from the architecture adapter
-(:class:`workbench.architectures.ArchitectureAdapter` ``attn_out`` / ``mlp_out``).
-Hooks hold the model's lock and are always removed when the block exits.
+(:class:`workbench.architectures.ArchitectureAdapter` ``attn_out`` / ``mlp_out``). The
+change is a :class:`workbench.sites.Edit` with a :class:`~workbench.sites.Projection`
+(:func:`direction_edit`), applied by :func:`workbench.sites.edited`: as hooks that are
+always removed when the block exits on a model in this process, as nnsight interventions
+on a remote one.
 
 Example:
     >>> from workbench import load_model, refusal_direction, generate
@@ -41,21 +44,15 @@ from typing import Any
 
 import torch
 
-from .architectures import get_path
 from .errors import SteeringError
 from .models import WorkbenchModel
-from .sites import hooked
+from .sites import Edit, Projection, edited, residual_writers
 from .steering import check_multiplier
 
+__all__ = ["ablate_direction", "direction_edit", "residual_writers",
+           "scale_direction", "unit_direction"]
+
 DirectionLike = Any  # a torch.Tensor [d_model] or a workbench.direction.RefusalDirection
-
-
-def d_model(model: WorkbenchModel) -> int:
-    """Width of the model's residual stream (``hidden_size`` of its text config)."""
-    config = model.config
-    if getattr(config, "hidden_size", None) is None and hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    return int(config.hidden_size)
 
 
 def unit_direction(model: WorkbenchModel, direction: DirectionLike) -> torch.Tensor:
@@ -66,12 +63,12 @@ def unit_direction(model: WorkbenchModel, direction: DirectionLike) -> torch.Ten
 
     Example:
         >>> class M:
-        ...     class config: hidden_size = 2
+        ...     d_model = 2
         >>> unit_direction(M(), torch.tensor([3.0, 4.0])).tolist()
         [0.6000000238418579, 0.800000011920929]
     """
     vector = getattr(direction, "direction", direction)
-    width = d_model(model)
+    width = model.d_model
     if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != (width,) \
             or not vector.is_floating_point():
         shape = (list(vector.shape) if isinstance(vector, torch.Tensor)
@@ -87,37 +84,17 @@ def unit_direction(model: WorkbenchModel, direction: DirectionLike) -> torch.Ten
     return (vector / norm).to(torch.float32)  # [d_model], unit length
 
 
-def residual_writers(model: WorkbenchModel) -> list[tuple[str, torch.nn.Module]]:
-    """``(dotted path, module)`` of every block's attention and MLP residual writes.
-
-    In execution order: block 0 attention, block 0 MLP, block 1 attention, ...
+def direction_edit(model: WorkbenchModel, direction: DirectionLike, multiplier: float) -> Edit:
+    """The :class:`~workbench.sites.Edit` that keeps ``multiplier`` times ``direction``'s
+    component of every residual write, at every position.
 
     Example:
-        >>> [path for path, _ in residual_writers(model)][:2]  # doctest: +SKIP
-        ['model.layers.0.self_attn', 'model.layers.0.mlp']
+        >>> edit = direction_edit(model, found, 0.0)                    # doctest: +SKIP
+        >>> edit.projection.keep                                        # doctest: +SKIP
+        0.0
     """
-    writers = []
-    for layer in range(model.n_layers):
-        block = model.layers[layer]
-        for relative in (model.adapter.attn_out, model.adapter.mlp_out):
-            try:
-                module = get_path(block, relative)
-            except (AttributeError, IndexError):
-                raise SteeringError(
-                    f"{model.architecture} block {layer} has no module {relative!r}, which "
-                    f"the {model.adapter.name!r} adapter names as a residual-stream write; "
-                    "register an adapter with the right attn_out / mlp_out paths") from None
-            writers.append((f"{model.layers_path}.{layer}.{relative}", module))
-    return writers
-
-
-def _project(x: torch.Tensor, r: torch.Tensor, keep: float) -> torch.Tensor:
-    """``x - (1 - keep) (x . r) r`` over the last axis, computed in at least float32."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    xc = x.to(dtype)  # [batch, pos, d_model]
-    rc = r.to(device=x.device, dtype=dtype)  # [d_model]
-    coefficient = xc @ rc  # [batch, pos]
-    return (xc - (1.0 - keep) * coefficient.unsqueeze(-1) * rc).to(x.dtype)
+    keep = check_multiplier(multiplier)
+    return Edit(projection=Projection(unit_direction(model, direction), keep))
 
 
 @contextlib.contextmanager
@@ -138,22 +115,7 @@ def scale_direction(model: WorkbenchModel, direction: DirectionLike,
         >>> with scale_direction(model, found, 0.5):                     # doctest: +SKIP
         ...     logits = model.hf_model(**model.encode(["Hi"], model.prompting())).logits
     """
-    keep = check_multiplier(multiplier)
-    r = unit_direction(model, direction)  # [d_model] float32
-
-    def project_input(_module: torch.nn.Module, args: tuple, kwargs: dict):
-        if args:  # the first block's hidden_states: [batch, pos, d_model]
-            return (_project(args[0], r, keep),) + tuple(args[1:]), kwargs
-        kwargs = dict(kwargs, hidden_states=_project(kwargs["hidden_states"], r, keep))
-        return args, kwargs
-
-    def project_output(_module: torch.nn.Module, _args: tuple, output: Any):
-        if isinstance(output, tuple):  # attention: (output [batch, pos, d_model], weights)
-            return (_project(output[0], r, keep),) + tuple(output[1:])
-        return _project(output, r, keep)  # [batch, pos, d_model]
-
-    writers = [(module, project_output) for _path, module in residual_writers(model)]
-    with hooked(model, pre_with_kwargs=[(model.layers[0], project_input)], post=writers):
+    with edited(model, direction_edit(model, direction, multiplier)):
         yield
 
 

@@ -115,7 +115,7 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
     if site not in SITES:
         raise InvalidArgumentError(f"site must be one of {SITES}, not {site!r}")
     prompting = prompting or model.prompting()
-    width = model.d_mlp if site == "input" else int(model.config.hidden_size)
+    width = model.d_mlp if site == "input" else model.d_model
     n_layers = model.n_layers
     top_k = max(1, round(top_fraction * n_layers * width))
     stats = ActivationStats.empty(n_layers, width, top_k)

@@ -50,6 +50,9 @@ class ArchitectureAdapter:
             branch's contribution to the residual stream (a tensor, or a tuple whose first
             element is that tensor).
         mlp_out: the same for the MLP branch.
+        attn_proj: dotted path from one block to the attention's output projection, the
+            linear layer whose output the attention returns (baking a direction
+            projection changes its weights; the MLP's is ``down_proj``).
     """
 
     name: str
@@ -58,6 +61,7 @@ class ArchitectureAdapter:
     down_proj: str
     attn_out: str = "self_attn"
     mlp_out: str = "mlp"
+    attn_proj: str = "self_attn.o_proj"
 
 
 _GATED = ("model.layers", "model.language_model.layers", "language_model.model.layers")
@@ -87,9 +91,10 @@ for _adapter in (
     ArchitectureAdapter("phi3", ("phi3",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("olmo", ("olmo",), _GATED, "mlp.down_proj"),
     ArchitectureAdapter("olmo2", ("olmo2",), _GATED, "mlp.down_proj", **_POST_NORMS),
-    ArchitectureAdapter("gpt2", ("gpt2",), ("transformer.h",), "mlp.c_proj", attn_out="attn"),
+    ArchitectureAdapter("gpt2", ("gpt2",), ("transformer.h",), "mlp.c_proj", attn_out="attn",
+                        attn_proj="attn.c_proj"),
     ArchitectureAdapter("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), "mlp.dense_4h_to_h",
-                        attn_out="attention"),
+                        attn_out="attention", attn_proj="attention.dense"),
 ):
     register_adapter(_adapter)
 
@@ -137,14 +142,27 @@ def find_layers_path(model: torch.nn.Module, adapter: ArchitectureAdapter) -> st
     )
 
 
+def input_axis(linear: torch.nn.Module) -> int:
+    """The weight axis of a linear layer's input features, for ``nn.Linear`` and GPT-2's
+    ``Conv1D``: 1 for ``nn.Linear`` (weight ``[out, in]``), 0 for ``Conv1D``, which stores
+    its weight transposed (``[in, out]``). For a down-projection the inputs are the MLP's
+    neurons; the other axis is the residual stream.
+
+    Example:
+        >>> input_axis(torch.nn.Linear(8, 4)), torch.nn.Linear(8, 4).weight.shape[1]
+        (1, 8)
+    """
+    if isinstance(linear, torch.nn.Linear):
+        return 1
+    if type(linear).__name__ == "Conv1D" and hasattr(linear, "nx"):
+        return 0
+    raise UnsupportedArchitectureError(
+        f"cannot tell which weight axis of {type(linear).__name__} holds its inputs; only "
+        "nn.Linear and GPT-2's Conv1D are known")
+
+
 def mlp_width(down_proj: torch.nn.Module) -> int:
     """Width of the down-projection's input (``d_mlp``), for Linear and GPT-2 Conv1D."""
     # Plain int attributes, which torch types as Tensor | Module (as any attribute of a Module).
-    if hasattr(down_proj, "in_features"):
-        return int(down_proj.in_features)  # type: ignore[arg-type]
-    if hasattr(down_proj, "nx"):  # transformers' Conv1D stores weight as [in, out]
-        return int(down_proj.nx)  # type: ignore[arg-type]
-    raise UnsupportedArchitectureError(
-        f"cannot tell the input width of {type(down_proj).__name__}; "
-        "the down-projection must be a Linear or Conv1D layer"
-    )
+    width = down_proj.in_features if input_axis(down_proj) == 1 else down_proj.nx
+    return int(width)  # type: ignore[arg-type]

@@ -15,6 +15,23 @@ the safetensors header metadata.
 Only ``positions="all"`` can be baked: a weight cannot tell prompt tokens from generated
 ones.
 
+Any :class:`workbench.sites.Edit` with a weight equivalent bakes the same way
+(:func:`bake_edit`), so every intervention kind does (``bake(model, intervention, m)``):
+
+- neuron factors scale the down-projection's input columns, as above;
+- a vector added to the down-projection's output goes into its bias (refused when the
+  layer has none: adding a bias would change the architecture); one added to the residual
+  stream entering block ``l > 0`` goes into the bias of the last write before it (block
+  ``l - 1``'s MLP output); block 0's input is refused (some families scale the
+  embeddings after the lookup, so no embedding row would carry the vector as it is);
+- a direction projection (:func:`workbench.ablation.scale_direction`) becomes
+  ``W <- (I - (1 - m) r r^T) W`` on the output side of every linear layer that writes
+  into the residual stream (each attention's output projection and each MLP's
+  down-projection, their biases alike) and on every embedding row added to the stream
+  (tied input/output embeddings are untied first, so the unembedding stays as it was).
+  Families that normalise each branch after it (Gemma-2/3, OLMo-2) write through a norm,
+  whose output has no weight equivalent: refused.
+
 Example:
     >>> baked = bake(model, circuit, 0.0)                              # doctest: +SKIP
     >>> save_baked(model, circuit, 0.0, "smollm2-ablated")             # doctest: +SKIP
@@ -29,16 +46,18 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .architectures import get_path, input_axis
 from .circuit import Circuit, Signs
-from .errors import OutputPathError, SteeringError, WorkbenchError
+from .errors import OutputPathError, SteeringError, UnsupportedArchitectureError, WorkbenchError
 from .models import WorkbenchModel, from_hf
 from .outputs import check_output
-from .steering import check_multiplier, check_positions_signs
+from .sites import Edit, Projection, residual_writers
+from .steering import check_multiplier, check_positions_signs, circuit_edit
 
 #: key of the provenance JSON in the safetensors header metadata
 METADATA_KEY = "cna_workbench.bake"
@@ -49,11 +68,22 @@ class BakeError(WorkbenchError):
     """A circuit cannot be baked into this model, or the output folder is not usable."""
 
 
-def bake(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
+class Editing(Protocol):
+    """Anything that says how it changes a model at a multiplier: every intervention kind
+    of :mod:`workbench.evaluation.interventions`."""
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit: ...
+
+
+def bake(model: WorkbenchModel, circuit: Circuit | Editing, multiplier: float, *,
          signs: Signs = "all", positions: str = "all") -> WorkbenchModel:
     """A new model whose weights apply ``circuit`` at ``multiplier``; ``model`` is untouched.
 
     Args:
+        circuit: a :class:`~workbench.circuit.Circuit`, or any intervention
+            (:class:`~workbench.evaluation.interventions.Intervention`: a CAA vector, a
+            direction, ...), baked through its :class:`~workbench.sites.Edit`
+            (:func:`bake_edit`).
         multiplier: as in :func:`~workbench.steer` (0 ablates, 1 is the unchanged model).
         signs: bake ``"all"`` circuit neurons, or only the ``"positive"`` or
             ``"negative"`` ones.
@@ -74,43 +104,163 @@ def bake(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
     """
     model.require_local("bake", calls_the_model=False)
     value = check_multiplier(multiplier)
+    if not isinstance(circuit, Circuit):
+        return bake_edit(model, circuit.edit(model, value))
     if positions != "all":
         raise SteeringError(f"positions={positions!r} cannot be baked: a weight acts on every "
                             "position, so only positions='all' has a weight equivalent")
     check_positions_signs(positions, signs)
     circuit.check_model(model)
-    _refuse_shared_down_projections(model)
+    if not circuit.by_layer(signs):
+        raise BakeError(f"the circuit has no neurons with signs={signs!r}; nothing to bake")
+    return bake_edit(model, circuit_edit(model, circuit, value, signs=signs))
+
+
+def bake_edit(model: WorkbenchModel, edit: Edit) -> WorkbenchModel:
+    """A new model whose weights make ``edit`` at every position; ``model`` is untouched.
+
+    See the module docstring for how each part of an edit becomes weights, and what is
+    refused (:class:`BakeError`).
+
+    Example:
+        >>> from workbench.sites import Edit
+        >>> baked = bake_edit(model, Edit(scales={1: factor}))          # doctest: +SKIP
+    """
+    model.require_local("bake", calls_the_model=False)
+    if edit.positions != "all":
+        raise SteeringError(f"positions={edit.positions!r} cannot be baked: a weight acts on "
+                            "every position, so only positions='all' has a weight equivalent")
+    if edit.scales or edit.additions:
+        _refuse_shared_down_projections(model)
+    if edit.projection is not None:
+        _output_linears(model)  # refuses families whose writes are not linear outputs
     baked = from_hf(copy.deepcopy(model.hf_model), model.tokenizer, name=f"{model.name}-baked",
                     source=model.source)
-    chosen = circuit.by_layer(signs)
-    if not chosen:
-        raise BakeError(f"the circuit has no neurons with signs={signs!r}; nothing to bake")
     with torch.no_grad():
-        for layer, indices in chosen.items():
-            module = baked.down_proj(layer)
-            # Linear: [d_model, d_mlp]; Conv1D: [d_mlp, d_model]. A Parameter, which torch
-            # types as Tensor | Module, the type of any attribute of a Module.
-            weight = cast(torch.Tensor, module.weight)
-            index = indices.to(weight.device)
-            if _neuron_axis(module, layer) == 1:
-                weight[:, index] *= value
-            else:
-                weight[index, :] *= value
+        for layer, factor in edit.scales.items():
+            _scale_inputs(baked.down_proj(layer), factor, layer)
+        for layer, delta in edit.additions.items():
+            _add_to_bias(baked.down_proj(layer), delta, layer)
+        if edit.projection is not None:
+            _project_writes(baked, edit.projection)
+        for layer, vector in edit.residual_additions.items():
+            _add_to_residual(baked, layer, vector)
     return baked
 
 
-def _neuron_axis(module: torch.nn.Module, layer: int) -> int:
-    """The weight axis that indexes MLP neurons: 1 for ``nn.Linear``, 0 for GPT-2's Conv1D."""
-    if not module.weight.dtype.is_floating_point:
-        raise BakeError(f"the down-projection of layer {layer} has {module.weight.dtype} "
-                        "weights (quantised?); load the model in float16/bfloat16/float32 "
-                        "to bake it")
-    if isinstance(module, torch.nn.Linear):
-        return 1
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nx"):
-        return 0
-    raise BakeError(f"cannot tell which weight axis of {type(module).__name__} (layer {layer}) "
-                    "holds the MLP neurons; only nn.Linear and GPT-2's Conv1D can be baked")
+def _weight(module: torch.nn.Module, what: str) -> torch.Tensor:
+    """A layer's float weight (a Parameter, which torch types as Tensor | Module)."""
+    weight = cast(torch.Tensor, module.weight)
+    if not weight.dtype.is_floating_point:
+        raise BakeError(f"{what} has {weight.dtype} weights (quantised?); load the model in "
+                        "float16/bfloat16/float32 to bake it")
+    return weight
+
+
+def _input_axis(module: torch.nn.Module, what: str) -> int:
+    try:
+        return input_axis(module)
+    except UnsupportedArchitectureError:
+        raise BakeError(f"cannot tell which weight axis of {type(module).__name__} ({what}) "
+                        "holds its inputs; only nn.Linear and GPT-2's Conv1D can be baked"
+                        ) from None
+
+
+def _scale_inputs(module: torch.nn.Module, factor: torch.Tensor, layer: int) -> None:
+    """``down_proj(x * factor)`` as weights: each input column times its factor."""
+    what = f"the down-projection of layer {layer}"
+    weight = _weight(module, what)
+    shape = (1, -1) if _input_axis(module, what) == 1 else (-1, 1)
+    weight.mul_(factor.to(weight.device, weight.dtype).view(shape))
+
+
+def _add_to_bias(module: torch.nn.Module, delta: torch.Tensor, layer: int) -> None:
+    """``down_proj(x) + delta`` as weights: the vector joins the bias."""
+    bias = cast("torch.Tensor | None", module.bias)
+    if bias is None:
+        raise BakeError(f"the down-projection of layer {layer} has no bias, so a vector added "
+                        "to its output has no weight equivalent in this architecture; apply "
+                        "it with add_vector() instead")
+    bias.add_(delta.to(bias.device, bias.dtype))
+
+
+def _add_to_residual(baked: WorkbenchModel, layer: int, vector: torch.Tensor) -> None:
+    """A vector added to the residual stream entering block ``layer``, as weights."""
+    if layer == 0:
+        raise BakeError("a vector added to the residual stream entering block 0 cannot be "
+                        "baked: some families scale the embeddings after the lookup, so no "
+                        "weight carries it unchanged; apply the edit without baking")
+    path, linear = _output_linears(baked)[2 * layer - 1]  # block layer-1's MLP write
+    bias = cast("torch.Tensor | None", linear.bias)
+    if bias is None:
+        raise BakeError(f"{path} has no bias, so a vector added to the residual stream "
+                        f"entering block {layer} has no weight equivalent in this "
+                        "architecture; apply it with the edit instead")
+    bias.add_(vector.to(bias.device, bias.dtype))
+
+
+def _output_linears(model: WorkbenchModel) -> list[tuple[str, torch.nn.Module]]:
+    """For every residual write (:func:`~workbench.sites.residual_writers`, in order), the
+    linear layer whose output it is: the attention's output projection and the MLP's
+    down-projection (adapter paths ``attn_proj``, ``down_proj``). Refused for a write that
+    is not such an output (a norm after the branch)."""
+    adapter = model.adapter
+    pairs = []
+    for path, _writer in residual_writers(model):
+        layer, relative = path[len(model.layers_path) + 1:].split(".", 1)
+        linear = adapter.attn_proj if relative == adapter.attn_out else adapter.down_proj
+        if not linear.startswith(f"{relative}."):
+            raise BakeError(
+                f"{model.architecture} writes into the residual stream through {relative!r}, "
+                f"which is not a linear layer's output ({linear!r} comes before it), so "
+                "this change of the residual stream has no weight equivalent here; apply it "
+                "without baking (its intervention's apply(), or scale_direction())")
+        pairs.append((path, get_path(model.layers[int(layer)], linear)))
+    return pairs
+
+
+def _project_writes(baked: WorkbenchModel, projection: Projection) -> None:
+    """Scale ``projection``'s direction in every write into the residual stream."""
+    drop = 1.0 - projection.keep
+    for path, linear in _output_linears(baked):
+        weight = _weight(linear, path)
+        r = projection.direction.to(weight.device, torch.float64)  # [d_model]
+        wide = weight.to(torch.float64)
+        if _input_axis(linear, path) == 1:  # [d_model, in]: rows are outputs
+            wide -= drop * torch.outer(r, r @ wide)
+        else:  # Conv1D [in, d_model]
+            wide -= drop * torch.outer(wide @ r, r)
+        weight.copy_(wide)
+        bias = cast("torch.Tensor | None", linear.bias)
+        if bias is not None:
+            wide_bias = bias.to(torch.float64)
+            bias.copy_(wide_bias - drop * (wide_bias @ r) * r)
+    _untie_output_embeddings(baked)
+    for embedding in _residual_embeddings(baked):
+        weight = _weight(embedding, "an embedding")
+        r = projection.direction.to(weight.device, torch.float64)
+        wide = weight.to(torch.float64)  # [tokens, d_model]
+        weight.copy_(wide - drop * torch.outer(wide @ r, r))
+
+
+def _residual_embeddings(model: WorkbenchModel) -> list[torch.nn.Module]:
+    """The embeddings added into the residual stream before the first block: the token
+    embeddings, and position (or type) embeddings of families that have them."""
+    blocks = set(map(id, model.layers.modules()))
+    return [m for m in model.hf_model.modules() if isinstance(m, torch.nn.Embedding)
+            and id(m) not in blocks and m.embedding_dim == model.d_model]
+
+
+def _untie_output_embeddings(model: WorkbenchModel) -> None:
+    """Give the unembedding its own copy of a weight it shares with the embeddings."""
+    hf = model.hf_model
+    output = hf.get_output_embeddings()
+    shared = cast(torch.Tensor, hf.get_input_embeddings().weight)
+    if output is None or cast(torch.Tensor, output.weight).data_ptr() != shared.data_ptr():
+        return
+    output.weight = torch.nn.Parameter(shared.detach().clone())
+    for config in {id(c): c for c in (hf.config, hf.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
 
 
 def _refuse_shared_down_projections(model: WorkbenchModel) -> None:

@@ -544,7 +544,7 @@ def _interventions(args: argparse.Namespace, model, circuit) -> list:
     from .evaluation import Intervention
     from .steering import caa_vector
 
-    chosen = [Intervention.baseline()]
+    chosen: list[Intervention] = [Intervention.baseline()]
     if circuit is None:
         return chosen
     chosen.append(Intervention.cna(circuit))

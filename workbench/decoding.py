@@ -46,7 +46,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .models import WorkbenchModel
+from .models import WorkbenchModel, position_ids
 from .sites import continuing_prompt
 
 #: Generation-config fields that add logits processors or stopping rules when set to
@@ -184,12 +184,6 @@ def _check_plain(cache: DynamicCache) -> None:
         raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """``generate``'s position ids: count of real tokens before each, padding at 1."""
-    positions = mask.long().cumsum(dim=-1) - 1  # [rows, len]
-    return positions.masked_fill(mask == 0, 1)
-
-
 def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *,
                       max_new_tokens: int, batch_size: int,
                       on_finished: Callable[[int], None] | None = None) -> list[list[int]]:
@@ -249,14 +243,14 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
                 cache.batch_repeat_interleave(len(group))  # a copy of the prefix per row
                 with continuing_prompt(cache):  # the rest of the prompts, after the prefix
                     out = hf(input_ids=ids, attention_mask=mask,
-                             position_ids=_positions(mask)[:, len(prefix):], use_cache=True,
+                             position_ids=position_ids(mask)[:, len(prefix):], use_cache=True,
                              **{cache_name: cache}, **last_only)
                 _check_plain(cache)
                 batch.join(cache, mask, out.logits[:, -1].argmax(dim=-1, keepdim=True), group)
             else:
                 mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch), 1)], dim=1)
                 out = hf(input_ids=batch.last, attention_mask=mask,
-                         position_ids=_positions(mask)[:, -1:], use_cache=True,
+                         position_ids=position_ids(mask)[:, -1:], use_cache=True,
                          **{cache_name: batch.cache}, **last_only)
                 batch.mask = mask
                 batch.last = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [rows, 1]

@@ -98,7 +98,7 @@ from .errors import InvalidArgumentError
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, Prompting, PromptSet, format_prompts
-from .sites import hooked, read_last_positions
+from .sites import Edit, edited, read_last_positions
 
 PromptsLike = PromptSet | str | Sequence[str]
 Criterion = Literal["ablation", "cohen_d"]
@@ -622,22 +622,15 @@ def added_to_residual(model: WorkbenchModel, layer: int,
 
     Every position of every forward pass made inside the block; only that block's input
     changes (later blocks see the change through the residual stream). The vector is cast
-    to the activations' dtype first, as Arditi et al.'s activation addition does.
+    to the activations' dtype first, as Arditi et al.'s activation addition does. An
+    :class:`~workbench.sites.Edit` (``residual_additions``), so it runs on remote models
+    too.
 
     Example:
         >>> with added_to_residual(model, 9, found.norm * found.direction):  # doctest: +SKIP
         ...     logits = model.hf_model(**model.encode(["Hi"], model.prompting())).logits
     """
-    model.require_local("added_to_residual()")
-
-    def add(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if args:  # hidden_states [batch, pos, d_model]
-            hidden = args[0]
-            return (hidden + vector.to(hidden),) + tuple(args[1:]), kwargs
-        hidden = kwargs["hidden_states"]  # [batch, pos, d_model]
-        return args, dict(kwargs, hidden_states=hidden + vector.to(hidden))
-
-    with hooked(model, pre_with_kwargs=[(model.layers[layer], add)]):
+    with edited(model, Edit(residual_additions={layer: vector})):
         yield
 
 

@@ -95,6 +95,14 @@ class WorkbenchModel:
         return mlp_width(self.down_proj(0))
 
     @property
+    def d_model(self) -> int:
+        """Width of the residual stream (``hidden_size`` of the text config)."""
+        config = self.config
+        if getattr(config, "hidden_size", None) is None and hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        return int(config.hidden_size)
+
+    @property
     def n_neurons(self) -> int:
         """All MLP neurons of all layers: ``n_layers * d_mlp``."""
         return self.n_layers * self.d_mlp
@@ -177,7 +185,7 @@ class WorkbenchModel:
                 )
         inputs = {"input_ids": encoded["input_ids"], "attention_mask": attention_mask}
         if self.accepts("position_ids"):
-            inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            inputs["position_ids"] = position_ids(attention_mask)
         return {key: value.to(self.device) for key, value in inputs.items()}
 
     def last_position_only(self) -> dict[str, int]:
@@ -211,6 +219,18 @@ class WorkbenchModel:
 
 
 # -- construction -------------------------------------------------------------
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows, as ``generate`` makes them: the count of real
+    tokens before each token, and 1 at padding (which the mask hides anyway).
+
+    Example:
+        >>> position_ids(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()
+        [[1, 0, 1], [0, 1, 2]]
+    """
+    positions = mask.long().cumsum(dim=-1) - 1  # [batch, pos]
+    return positions.masked_fill(mask == 0, 1)
 
 
 def from_hf(model: PreTrainedModel, tokenizer: Any, *, name: str | None = None,

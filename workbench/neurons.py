@@ -26,6 +26,7 @@ from typing import cast
 
 import torch
 
+from .architectures import input_axis
 from .errors import InvalidArgumentError, PromptSetError
 from .models import WorkbenchModel
 from .prompts import Prompting
@@ -60,7 +61,7 @@ def output_direction(model: WorkbenchModel, layer: int, index: int) -> torch.Ten
     check_neuron(model, layer, index)
     module = model.down_proj(layer)
     weight = cast(torch.Tensor, module.weight).detach()  # [d_model, d_mlp] or [d_mlp, d_model]
-    column = weight[index] if hasattr(module, "nx") else weight[:, index]  # [d_model]
+    column = weight.select(input_axis(module), index)  # [d_model]
     return column.to("cpu", torch.float32)
 
 

@@ -60,7 +60,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
-from .locks import model_lock
+from .sites import replaced_forwards
 
 #: Each layer's packed weight, with the fingerprint of the weight it was packed from.
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = \
@@ -213,20 +213,8 @@ def packed_linears(model: nn.Module | Any) -> Iterator[None]:
     if not isinstance(module, nn.Module) or getattr(model, "remote", False) or not enabled():
         yield
         return
-    swapped: list[tuple[nn.Linear, Any, Any]] = []  # layer, its own forward (if any), ours
-    with model_lock(model):  # the hooked runs of other threads wait for the block
-        try:
-            for layer in module.modules():
-                if _packable(layer):
-                    ours = _PackedForward(layer)
-                    swapped.append((layer, vars(layer).get("forward"), ours))
-                    layer.forward = ours  # type: ignore[method-assign]
-            yield
-        finally:
-            for layer, own, ours in swapped:
-                if vars(layer).get("forward") is not ours:
-                    continue  # replaced inside the block: leave the replacement
-                if own is None:
-                    del layer.forward
-                else:
-                    layer.forward = own  # type: ignore[method-assign]
+    ours: dict[nn.Module, Any] = {layer: _PackedForward(layer) for layer in module.modules()
+                                  if _packable(layer)}
+    # the hooked runs of other threads wait for the block (replaced_forwards holds the lock)
+    with replaced_forwards(model, ours):
+        yield

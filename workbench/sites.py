@@ -14,9 +14,12 @@ code reads a model in memory, the serialised local simulation of NDIF
 (``remote="local"``) and a model hosted on NDIF (``remote=True``).
 
 **Changing** is described once, as an :class:`Edit`: per-layer factors on the
-down-projection input and per-layer vectors added to its output, at some token
-positions. :func:`edited` applies an edit for the duration of a ``with`` block, in one
-of two ways, decided here and nowhere else:
+down-projection input, per-layer vectors added to its output or to the residual stream
+entering a block, and a :class:`Projection` that scales one direction of every write into
+the residual stream, at some token positions. Every change the workbench makes to a
+running model (steering a circuit, a CAA vector, directional ablation, activation
+addition, the interventions of an evaluation) is an edit. :func:`edited` applies an edit
+for the duration of a ``with`` block, in one of two ways, decided here and nowhere else:
 
 - a model in this process gets PyTorch forward hooks. They act on every forward pass,
   whoever makes it: :func:`workbench.generate`, a user's ``hf_model.generate``, a plain
@@ -27,8 +30,9 @@ of two ways, decided here and nowhere else:
   (``down_proj.input[:] *= factor``), in the order the hooks would apply it.
 
 Both ways scale with the same factor tensors and the same multiplication, so a remote run
-and a hooked run of one edit give the same numbers. Other edits of the residual stream
-(:mod:`workbench.ablation`) register their hooks through :func:`hooked`.
+and a hooked run of one edit give the same numbers. Code that must replace a module's
+``forward`` for a while (:mod:`workbench.packing`) does it through
+:func:`replaced_forwards`, also here.
 
 Example:
     >>> import torch
@@ -51,6 +55,7 @@ import torch
 from transformers import Cache
 
 from . import remote as remote_runs
+from .architectures import get_path
 from .errors import SteeringError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -65,6 +70,36 @@ _OPEN_LOOP_WARNING = ".*was never reached.*"
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: tensors have no truth value
+class Projection:
+    """Keep ``keep`` times the component along ``direction`` of every residual-stream write.
+
+    Each write ``x`` (see :func:`residual_writers`) becomes ``x - (1 - keep) (x . r) r``
+    with ``r`` the unit ``direction``: 0 removes the component (Arditi et al., 2024), 1
+    leaves the model unchanged, 2 doubles it, -1 flips it.
+
+    Attributes:
+        direction: a unit vector ``[d_model]`` (float32).
+        keep: the share of the component that is kept.
+
+    Example:
+        >>> p = Projection(torch.tensor([0.0, 1.0]), keep=0.0)
+        >>> p.apply(torch.tensor([[3.0, 4.0]])).tolist()
+        [[3.0, 0.0]]
+    """
+
+    direction: torch.Tensor
+    keep: float
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[..., d_model]`` with its component along the direction scaled, computed
+        in at least float32 and returned in ``x``'s dtype."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xc = x.to(dtype)  # [..., d_model]
+        r = self.direction.to(device=x.device, dtype=dtype)  # [d_model]
+        return (xc - (1.0 - self.keep) * (xc @ r).unsqueeze(-1) * r).to(x.dtype)
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: tensors have no truth value
 class Edit:
     """A change to every forward pass: scale down-projection inputs, add to its outputs.
 
@@ -72,6 +107,10 @@ class Edit:
         scales: layer -> factor ``[d_mlp]`` that multiplies the down-projection input
             (1 leaves a neuron unchanged, 0 ablates it).
         additions: layer -> vector ``[d_model]`` added to the down-projection output.
+        residual_additions: layer -> vector ``[d_model]`` added to the residual stream
+            entering block ``layer`` (activation addition, Arditi et al.).
+        projection: a direction scaled in every write into the residual stream (all
+            layers), or None.
         positions: which token positions: ``"all"``, the ``"prompt"`` only, or the
             ``"generated"`` tokens only (see :class:`Phase`).
 
@@ -83,6 +122,8 @@ class Edit:
 
     scales: Mapping[int, torch.Tensor] = field(default_factory=dict)
     additions: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    residual_additions: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    projection: Projection | None = None
     positions: Positions = "all"
 
     def __post_init__(self) -> None:
@@ -90,8 +131,9 @@ class Edit:
             raise SteeringError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
 
     def layers(self) -> list[int]:
-        """The layers this edit touches, ascending."""
-        return sorted(set(self.scales) | set(self.additions))
+        """The layers whose blocks this edit touches, ascending (a projection touches every
+        layer's residual writes besides)."""
+        return sorted(set(self.scales) | set(self.additions) | set(self.residual_additions))
 
     def applies_at(self, step: int) -> bool:
         """Whether the edit acts in generation step ``step`` (0 is the prompt pass)."""
@@ -270,6 +312,84 @@ def _add_hook(delta: torch.Tensor) -> Callable:
     return add
 
 
+def residual_writers(model: WorkbenchModel) -> list[tuple[str, torch.nn.Module]]:
+    """``(dotted path, module)`` of every block's attention and MLP residual writes.
+
+    In execution order: block 0 attention, block 0 MLP, block 1 attention, ... The paths
+    come from the architecture adapter (``attn_out``, ``mlp_out``): for most families the
+    attention and MLP modules themselves; for Gemma-2/3 and OLMo-2 the norms after them.
+
+    Example:
+        >>> [path for path, _ in residual_writers(model)][:2]  # doctest: +SKIP
+        ['model.layers.0.self_attn', 'model.layers.0.mlp']
+    """
+    writers = []
+    for layer in range(model.n_layers):
+        block = model.layers[layer]
+        for relative in (model.adapter.attn_out, model.adapter.mlp_out):
+            try:
+                module = get_path(block, relative)
+            except (AttributeError, IndexError):
+                raise SteeringError(
+                    f"{model.architecture} block {layer} has no module {relative!r}, which "
+                    f"the {model.adapter.name!r} adapter names as a residual-stream write; "
+                    "register an adapter with the right attn_out / mlp_out paths") from None
+            writers.append((f"{model.layers_path}.{layer}.{relative}", module))
+    return writers
+
+
+def _residual_add_hook(vector: torch.Tensor, phase: Phase, positions: Positions) -> Callable:
+    """A pre-hook (with kwargs) adding ``vector`` ``[d_model]`` to a block's input, cast to
+    the activations' dtype first."""
+
+    def add(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        selected = phase.selected(positions)
+        if args:  # hidden_states [batch, pos, d_model]
+            hidden = args[0]
+            return (_only_selected(hidden + vector.to(hidden), hidden, selected),
+                    *args[1:]), kwargs
+        hidden = kwargs["hidden_states"]  # [batch, pos, d_model]
+        return args, dict(kwargs, hidden_states=_only_selected(hidden + vector.to(hidden),
+                                                               hidden, selected))
+
+    return add
+
+
+def _only_selected(new: torch.Tensor, old: torch.Tensor,
+                   selected: torch.Tensor | bool) -> torch.Tensor:
+    """``new`` at the selected positions (``[pos]`` bool, or all/none), ``old`` elsewhere."""
+    if selected is True:
+        return new
+    if selected is False:
+        return old
+    return torch.where(selected.to(new.device)[:, None], new, old)  # [batch, pos, d_model]
+
+
+def _projection_hooks(model: WorkbenchModel, projection: Projection, phase: Phase,
+                      positions: Positions) -> tuple[list[Hook], list[Hook]]:
+    """(pre-hook with kwargs on the first block, post-hooks on every residual writer)."""
+
+    def project_input(_module: torch.nn.Module, args: tuple, kwargs: dict):
+        selected = phase.selected(positions)
+        if args:  # the first block's hidden_states: [batch, pos, d_model]
+            hidden = args[0]
+            return (_only_selected(projection.apply(hidden), hidden, selected),
+                    *args[1:]), kwargs
+        hidden = kwargs["hidden_states"]
+        return args, dict(kwargs, hidden_states=_only_selected(projection.apply(hidden), hidden,
+                                                               selected))
+
+    def project_output(_module: torch.nn.Module, _args: tuple, output: Any):
+        selected = phase.selected(positions)
+        if isinstance(output, tuple):  # attention: (output [batch, pos, d_model], weights)
+            return (_only_selected(projection.apply(output[0]), output[0], selected),
+                    *output[1:])
+        return _only_selected(projection.apply(output), output, selected)
+
+    writers = [(module, project_output) for _path, module in residual_writers(model)]
+    return [(model.layers[0], project_input)], writers
+
+
 @contextlib.contextmanager
 def edited(model: WorkbenchModel, edit: Edit) -> Iterator[None]:
     """Apply ``edit`` to every forward pass of ``model`` made inside the block.
@@ -290,37 +410,122 @@ def edited(model: WorkbenchModel, edit: Edit) -> Iterator[None]:
                 model.edits.remove(edit)
         return
     phase = Phase()
-    pre, post, whole = [], [], []
+    pre: list[Hook] = []
+    post: list[Hook] = []
+    with_kwargs: list[Hook] = []
     if edit.positions != "all":
-        whole.append((model.hf_model, phase.hook))
+        with_kwargs.append((model.hf_model, phase.hook))
+    if edit.projection is not None:  # first: the embeddings' write is projected, then added to
+        first, writers = _projection_hooks(model, edit.projection, phase, edit.positions)
+        with_kwargs += first
+        post += writers
     for layer in edit.layers():
         module = model.down_proj(layer)
         device = next(module.parameters()).device  # a layer of a model spread over devices
+        if layer in edit.residual_additions:
+            vector = edit.residual_additions[layer].to(device)
+            with_kwargs.append((model.layers[layer],
+                                _residual_add_hook(vector, phase, edit.positions)))
         if layer in edit.scales:
             factor = edit.scales[layer].to(device)
             pre.append((module, _scale_hook(factor, phase, edit.positions)))
         if layer in edit.additions:
             post.append((module, _add_hook(edit.additions[layer].to(device))))
-    with hooked(model, pre_with_kwargs=whole, pre=pre, post=post):
+    with hooked(model, pre_with_kwargs=with_kwargs, pre=pre, post=post):
         yield
+
+
+@contextlib.contextmanager
+def replaced_forwards(model: WorkbenchModel | torch.nn.Module,
+                      forwards: Mapping[torch.nn.Module, Callable[..., Any]]) -> Iterator[None]:
+    """Give each module of ``forwards`` that instance ``forward`` inside the block.
+
+    Hooks keep acting (they wrap whatever ``forward`` runs). On exit each module gets its
+    own instance ``forward`` back (or none), whatever the reason, unless something else
+    replaced ours inside the block: that replacement is left. The model's lock is held
+    while they are in place.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> with replaced_forwards(layer, {layer: lambda x: x * 0}):
+        ...     layer(torch.ones(2)).tolist()
+        [0.0, 0.0]
+        >>> "forward" in vars(layer)
+        False
+    """
+    swapped: list[tuple[torch.nn.Module, Any, Any]] = []  # module, its own forward, ours
+    with model_lock(model):
+        try:
+            for module, ours in forwards.items():
+                swapped.append((module, vars(module).get("forward"), ours))
+                module.forward = ours
+            yield
+        finally:
+            for module, own, ours in swapped:
+                if vars(module).get("forward") is not ours:
+                    continue  # replaced inside the block: leave the replacement
+                if own is None:
+                    del module.forward
+                else:
+                    module.forward = own
 
 
 # -- nnsight (reading everywhere, editing remote models) ------------------------
 
 
-def _plan(model: WorkbenchModel, step: int) -> dict[int, tuple[list, list]]:
-    """layer -> (factors, deltas) of the model's recorded edits that act in ``step``."""
-    plan: dict[int, tuple[list, list]] = {}
+@dataclass
+class _Plan:
+    """The recorded edits of a remote model that act in one generation step, as nnsight
+    will apply them: layer -> factors and vectors, and the projections of every write."""
+
+    factors: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    deltas: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    residual: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    projections: list[tuple[torch.Tensor, float]] = field(default_factory=list)
+
+    def layers(self, n_layers: int) -> set[int]:
+        if self.projections:
+            return set(range(n_layers))
+        return set(self.factors) | set(self.deltas) | set(self.residual)
+
+    def __bool__(self) -> bool:
+        return bool(self.factors or self.deltas or self.residual or self.projections)
+
+
+def _plan(model: WorkbenchModel, step: int) -> _Plan:
+    """The model's recorded edits that act in ``step`` (0 is the prompt pass)."""
+    plan = _Plan()
+    compute = torch.promote_types(model.dtype, torch.float32)  # projections' precision
     for edit in model.edits if model.remote else ():
         if not edit.applies_at(step):
             continue
-        for layer in edit.layers():
-            factors, deltas = plan.setdefault(layer, ([], []))
-            if layer in edit.scales:
-                factors.append(edit.scales[layer].to(model.dtype))
-            if layer in edit.additions:
-                deltas.append(edit.additions[layer].to(model.dtype))
+        for layer, factor in edit.scales.items():
+            plan.factors.setdefault(layer, []).append(factor.to(model.dtype))
+        for layer, delta in edit.additions.items():
+            plan.deltas.setdefault(layer, []).append(delta.to(model.dtype))
+        for layer, vector in edit.residual_additions.items():
+            plan.residual.setdefault(layer, []).append(vector.to(model.dtype))
+        if edit.projection is not None:
+            plan.projections.append((edit.projection.direction.to(compute),
+                                     1.0 - float(edit.projection.keep)))
     return plan
+
+
+class _Writers:
+    """The envoys a plan's projections and residual additions act on."""
+
+    def __init__(self, model: WorkbenchModel, layers: Sequence[int],
+                 blocks: Sequence[int] = ()) -> None:
+        self.blocks = {layer: model.envoy(f"{model.layers_path}.{layer}")
+                       for layer in sorted({*blocks, *([0] if layers else [])})}
+        self.attention = {layer: model.envoy(f"{model.layers_path}.{layer}."
+                                             f"{model.adapter.attn_out}") for layer in layers}
+        self.mlp = {layer: model.envoy(f"{model.layers_path}.{layer}.{model.adapter.mlp_out}")
+                    for layer in layers}
+
+
+# The projections are written out inline in the traces below (not through
+# Projection.apply): a trace for NDIF may only call torch, not the workbench.
 
 
 def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
@@ -408,25 +613,38 @@ def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
         raise SteeringError(f"site must be one of {SITES}, not {site!r}")
     wanted = list(range(model.n_layers)) if layers is None else sorted(set(layers))
     plan = _plan(model, step=0)
-    touched = sorted(set(wanted) | set(plan))
+    touched = sorted(set(wanted) | plan.layers(model.n_layers))
     blocks = {layer: model.envoy(f"{model.layers_path}.{layer}")
               for layer in (wanted if site == "residual" else ())}  # only the blocks read
     downs = {layer: model.envoy(model.down_proj_path(layer)) for layer in touched}
+    writers = _Writers(model, touched if plan.projections else [], list(plan.residual))
     arguments = dict(inputs)
     input_ids = arguments.pop("input_ids")
     saved = None  # written by the trace (a job on NDIF returns it from result())
     with model_lock(model), torch.no_grad(), remote_runs.reported(model), model.nnsight.trace(
             input_ids, **arguments, **model.last_position_only(),
             **remote_runs.trace_options(model)) as tracer:
-        # Touch the modules in execution order: block input, then the down-projection's
-        # input, then its output. As with hooks (nnsight's own hook sees a module's output
-        # before a forward hook changes it), the input is read after its edit and the
-        # output before the addition.
+        # Touch the modules in execution order: block input, attention write, the
+        # down-projection's input, then its output, then the MLP write. As with hooks
+        # (nnsight's own hook sees a module's output before a forward hook changes it),
+        # the input is read after its edit and the output before the addition.
         read = []
         for layer in touched:
-            factors, deltas = plan.get(layer, ([], []))
+            factors, deltas = plan.factors.get(layer, []), plan.deltas.get(layer, [])
+            if layer == 0:
+                for r, drop in plan.projections:  # the embeddings' write
+                    hidden = writers.blocks[0].input
+                    wide = hidden.to(r.dtype)
+                    hidden[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+            for vector in plan.residual.get(layer, []):
+                writers.blocks[layer].input[:] += vector
             if site == "residual" and layer in wanted:
                 read.append(blocks[layer].input[:, last, :])
+            for r, drop in plan.projections:
+                output = writers.attention[layer].output
+                written = output[0] if isinstance(output, tuple) else output
+                wide = written.to(r.dtype)
+                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
             for factor in factors:
                 downs[layer].input[:] *= factor
             if site == "input" and layer in wanted:
@@ -436,6 +654,10 @@ def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
                 read.append(downs[layer].output[:, last, :].clone())
             for delta in deltas:
                 downs[layer].output[:] += delta
+            for r, drop in plan.projections:
+                written = writers.mlp[layer].output
+                wide = written.to(r.dtype)
+                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
         saved = nnsight.save(read)
     saved = remote_runs.result(model, tracer, "saved", saved)
     return list(saved)
@@ -458,8 +680,10 @@ def traced_generate(model: WorkbenchModel, inputs: dict[str, torch.Tensor],
         token ids ``[batch, pos + new]``.
     """
     first, later = _plan(model, step=0), _plan(model, step=1)
-    touched = sorted(set(first) | set(later))
+    touched = sorted(first.layers(model.n_layers) | later.layers(model.n_layers))
     downs = {layer: model.envoy(model.down_proj_path(layer)) for layer in touched}
+    writers = _Writers(model, touched if first.projections or later.projections else [],
+                       [*first.residual, *later.residual])
     ids = None  # written by the trace (a job on NDIF returns it from result())
     with model_lock(model), torch.no_grad(), warnings.catch_warnings(), \
             remote_runs.reported(model):
@@ -474,11 +698,26 @@ def traced_generate(model: WorkbenchModel, inputs: dict[str, torch.Tensor],
                         if not plan:  # a step with nothing to change still waits for its pass
                             downs[touched[0]].input  # noqa: B018 - the read is the wait
                         for layer in touched:
-                            factors, deltas = plan.get(layer, ([], []))
-                            for factor in factors:
+                            if layer == 0:
+                                for r, drop in plan.projections:  # the embeddings' write
+                                    hidden = writers.blocks[0].input
+                                    wide = hidden.to(r.dtype)
+                                    hidden[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+                            for vector in plan.residual.get(layer, []):
+                                writers.blocks[layer].input[:] += vector
+                            for r, drop in plan.projections:
+                                output = writers.attention[layer].output
+                                written = output[0] if isinstance(output, tuple) else output
+                                wide = written.to(r.dtype)
+                                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+                            for factor in plan.factors.get(layer, []):
                                 downs[layer].input[:] *= factor
-                            for delta in deltas:
+                            for delta in plan.deltas.get(layer, []):
                                 downs[layer].output[:] += delta
+                            for r, drop in plan.projections:
+                                written = writers.mlp[layer].output
+                                wide = written.to(r.dtype)
+                                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
             with tracer.invoke():
                 ids = tracer.result.save()
     return remote_runs.result(model, tracer, "ids", ids)  # [batch, pos + new]

@@ -39,7 +39,8 @@ from .prompts import ChatTemplateChoice, Prompting, PromptSet
 from .sites import POSITIONS, Edit, Positions, edited, traced_generate
 
 __all__ = ["POSITIONS", "SIGNS", "Positions", "add_vector", "caa_vector", "check_max_new_tokens",
-           "check_multiplier", "check_positions_signs", "circuit_edit", "generate", "steer"]
+           "check_multiplier", "check_positions_signs", "circuit_edit", "generate", "steer",
+           "vector_edit"]
 
 SIGNS = ("all", "positive", "negative")
 
@@ -153,17 +154,29 @@ def add_vector(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Ite
         vector: ``[n_layers, d_model]``, e.g. from :func:`caa_vector`.
         alpha: strength; 0 leaves the model unchanged.
     """
+    with edited(model, vector_edit(model, vector, alpha)):
+        yield
+
+
+def vector_edit(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Edit:
+    """The :class:`~workbench.sites.Edit` that adds ``alpha * vector[layer]`` to every
+    block's MLP output. Checks the arguments first.
+
+    Example:
+        >>> edit = vector_edit(model, caa_vector(model, pos, neg), 2.0)  # doctest: +SKIP
+        >>> sorted(edit.additions) == list(range(model.n_layers))       # doctest: +SKIP
+        True
+    """
     strength = check_multiplier(alpha, "alpha")
-    expected = (model.n_layers, int(model.config.hidden_size))
+    expected = (model.n_layers, model.d_model)
     if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != expected:
         shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise SteeringError(
             f"vector must be a tensor of shape [n_layers, d_model] = {list(expected)} for "
             f"{model.name}, not {shape}; build it with caa_vector() on this model"
         )
-    additions = {layer: strength * vector[layer] for layer in range(model.n_layers)}  # [d_model]
-    with edited(model, Edit(additions=additions)):
-        yield
+    return Edit(additions={layer: strength * vector[layer]  # [d_model]
+                           for layer in range(model.n_layers)})
 
 
 def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,

@@ -267,3 +267,115 @@ def test_embedded_smollm_baked_equals_steering(smollm, tmp_path):
     torch.testing.assert_close(torch.tensor(loaded["logits"]), logits, rtol=1e-4, atol=2e-4)
     assert loaded["tokens"] == tokens
     assert "convert_hf_to_gguf" in (tmp_path / "baked" / "README.md").read_text()
+
+
+# -- any intervention: a direction, a vector ---------------------------------------------
+
+#: Families that normalise each branch after it: their residual writes are norm outputs.
+POST_NORM = {"gemma2", "gemma3_text", "olmo2"}
+
+
+def _direction(model) -> torch.Tensor:
+    return torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_ARCHITECTURES))
+def test_a_direction_bakes_into_the_writing_weights_or_is_refused(model_type, tiny_models):
+    from workbench.evaluation.interventions import Intervention
+
+    model = tiny_models[model_type]
+    intervention = Intervention.direction(_direction(model))
+    ids = torch.tensor(PROMPT_IDS)
+    if model_type in POST_NORM:
+        with pytest.raises(BakeError, match="not a linear layer.s output"):
+            bake(model, intervention, 0.0)
+        return
+    before = {k: v.clone() for k, v in model.hf_model.state_dict().items()}
+    with torch.no_grad():
+        unchanged = model.hf_model(ids).logits
+        for multiplier in (0.0, 2.0):
+            baked = bake(model, intervention, multiplier)
+            with intervention.apply(model, multiplier):
+                expected = model.hf_model(ids).logits
+            torch.testing.assert_close(baked.hf_model(ids).logits, expected, rtol=1e-4,
+                                       atol=1e-4)
+            assert not torch.allclose(expected, unchanged, atol=1e-3)
+    after = model.hf_model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the original is intact
+    assert hooks_left(model.hf_model) == []
+
+
+def test_a_baked_direction_on_tied_embeddings_loads_in_plain_transformers(tiny_models,
+                                                                          tmp_path):
+    """GPT-2 ties its unembedding to the token embeddings (and adds position embeddings):
+    the baked copy unties them, and a plain load keeps them apart."""
+    from workbench.evaluation.interventions import Intervention
+
+    model = tiny_models["gpt2"]
+    assert model.hf_model.config.tie_word_embeddings
+    intervention = Intervention.direction(_direction(model))
+    baked = bake(model, intervention, 0.0)
+    baked.hf_model.save_pretrained(tmp_path / "gpt2-direction")
+    baked.tokenizer.save_pretrained(tmp_path / "gpt2-direction")
+    plain = plain_transformers([tmp_path / "gpt2-direction"])[str(tmp_path / "gpt2-direction")]
+    ids = torch.tensor(PROMPT_IDS)
+    with intervention.apply(model, 0.0), torch.no_grad():
+        expected = model.hf_model(ids).logits
+    torch.testing.assert_close(torch.tensor(plain["logits"]), expected, rtol=1e-4, atol=1e-4)
+    assert model.hf_model.config.tie_word_embeddings  # the original keeps its tie
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox", "llama"])
+def test_a_caa_vector_bakes_into_the_down_projection_bias_where_there_is_one(model_type,
+                                                                             tiny_models):
+    from workbench.evaluation.interventions import Intervention
+
+    model = tiny_models[model_type]
+    vector = 0.5 * torch.randn(model.n_layers, model.d_model,
+                               generator=torch.Generator().manual_seed(6))
+    intervention = Intervention.caa(vector)
+    if model.down_proj(0).bias is None:
+        with pytest.raises(BakeError, match="no bias"):
+            bake(model, intervention, 3.0)
+        return
+    ids = torch.tensor(PROMPT_IDS)
+    with torch.no_grad():
+        with intervention.apply(model, 3.0):
+            expected = model.hf_model(ids).logits
+        torch.testing.assert_close(bake(model, intervention, 3.0).hf_model(ids).logits,
+                                   expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cna_intervention_bakes_as_its_circuit_does(tiny_models):
+    from workbench.evaluation.interventions import Intervention
+
+    model = tiny_models["llama"]
+    circuit = spread_circuit(model)
+    by_circuit = bake(model, circuit, 0.5, signs="positive").hf_model.state_dict()
+    by_kind = bake(model, Intervention.cna(circuit, signs="positive"), 0.5).hf_model.state_dict()
+    assert all(torch.equal(by_kind[k], v) for k, v in by_circuit.items())
+    with pytest.raises(SteeringError, match="cannot be baked"):
+        bake(model, Intervention.cna(circuit, positions="generated"), 0.0)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox", "llama"])
+def test_a_residual_addition_bakes_into_the_previous_mlp_bias_where_there_is_one(model_type,
+                                                                                 tiny_models):
+    from workbench.sites import Edit, edited
+    from workbench.bake import bake_edit
+
+    model = tiny_models[model_type]
+    vector = torch.randn(model.d_model, generator=torch.Generator().manual_seed(7))
+    edit = Edit(residual_additions={1: vector})
+    with pytest.raises(BakeError, match="entering block 0 cannot be baked"):
+        bake_edit(model, Edit(residual_additions={0: vector}))
+    if model.down_proj(0).bias is None:
+        with pytest.raises(BakeError, match="no bias"):
+            bake_edit(model, edit)
+        return
+    ids = torch.tensor(PROMPT_IDS)
+    with torch.no_grad():
+        with edited(model, edit):
+            expected = model.hf_model(ids).logits
+        torch.testing.assert_close(bake_edit(model, edit).hf_model(ids).logits, expected,
+                                   rtol=1e-4, atol=1e-4)

@@ -72,6 +72,62 @@ def test_caa_vectors_are_equal_and_so_are_their_completions(pair):
         assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
 
 
+def _direction(model) -> torch.Tensor:
+    return torch.randn(model.d_model, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_a_direction_projection_travels_and_gives_the_same_completions(pair, positions):
+    """Directional ablation is an Edit too: on a remote model it runs as nnsight
+    interventions on every residual write, with the hooks' numbers."""
+    here, there = pair
+    expected_plain = workbench.generate(here, PROMPTS, max_new_tokens=6)
+    changed = False
+    for multiplier in (0.0, 3.0, -1.0):
+        edit = workbench.ablation.direction_edit(here, _direction(here), multiplier)
+        edit = Edit(projection=edit.projection, positions=positions)
+        with edited(here, edit):
+            expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
+        with edited(there, edit):
+            assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
+        changed |= expected != expected_plain
+    assert there.edits == [] and hooks_left(here.hf_model) == []
+    if here.name == "tiny-llama" and positions == "all":
+        assert changed  # where the projection changes the text: it did travel
+
+
+def test_the_residual_stream_read_under_an_ablated_direction_has_none_of_it(pair):
+    here, there = pair
+    r = _direction(here)
+    edit = workbench.ablation.direction_edit(here, r, 0.0)
+    for model in (here, there):
+        with edited(model, edit):
+            residual = collect(model, PROMPTS, site="residual", keep=True, progress=False)
+        along = residual.per_prompt.to(torch.float32) @ (r / r.norm())  # [prompts, layers]
+        assert along.abs().max() < 1e-4
+    with edited(here, edit):
+        local = collect(here, PROMPTS, site="output", progress=False)
+    with edited(there, edit):
+        simulated = collect(there, PROMPTS, site="output", progress=False)
+    torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+
+
+def test_a_residual_addition_travels_with_the_hooks_numbers(pair):
+    here, there = pair
+    vector = 0.5 * _direction(here)
+    edit = Edit(residual_additions={1: vector}, scales={0: torch.zeros(here.d_mlp)})
+    for site in ("residual", "input"):
+        with edited(here, edit):
+            local = collect(here, PROMPTS, site=site, progress=False)
+        with edited(there, edit):
+            simulated = collect(there, PROMPTS, site=site, progress=False)
+        torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+    with edited(here, edit):
+        expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
+    with edited(there, edit):
+        assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
+
+
 def test_no_hook_is_registered_or_left(pair):
     here, there = pair
     circuit, _ = discover_both(here, there)
@@ -109,7 +165,8 @@ def test_a_sweep_gives_the_same_rows(tiny_tokenizer):
     circuit = workbench.discover(here, POSITIVE, NEGATIVE, universal=None, top_k=12,
                                  progress=False)
     vector = workbench.caa_vector(here, POSITIVE, NEGATIVE, progress=False)
-    interventions = [Intervention.cna(circuit), Intervention.caa(vector)]
+    interventions = [Intervention.cna(circuit), Intervention.caa(vector),
+                     Intervention.direction(vector[1])]
     prompts = PromptSet("tiny", PROMPTS)
     options = dict(multipliers=[0.0, 2.0], benchmarks=[prompts], max_new_tokens=5,
                    progress=False, metrics=["refusal"])

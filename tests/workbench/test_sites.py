@@ -15,9 +15,11 @@ from workbench.sites import Edit, edited, read_last_positions, read_last_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Ways of reaching inside a forward pass: PyTorch hooks, nnsight traces and envoys.
+#: Ways of reaching inside a forward pass: PyTorch hooks, nnsight traces and envoys, and a
+#: module's forward replaced (``layer.forward = ...``, ``setattr(layer, "forward", ...)``).
 REACHING_IN = re.compile(r"register_forward(_pre)?_hook|\.nnsight\.(trace|generate)\(|"
-                         r"\.envoy\(|\.(input|output)\[")
+                         r"\.envoy\(|\.(input|output)\[|\.forward\s*=[^=]|"
+                         r"setattr\([^,]+,\s*[\"']forward[\"']")
 
 
 def test_only_sites_reaches_inside_a_forward_pass():

@@ -14,6 +14,12 @@ leaves the model unchanged:
   ``x <- x - (1 - m) (x . r) r`` (see :mod:`workbench.ablation`), so ``m = 0`` ablates the
   direction, ``m = 2`` doubles it and ``m = -1`` flips it.
 
+Each kind is a small class that says which :class:`workbench.sites.Edit` it makes at a
+multiplier (:meth:`Intervention.edit`); applying it (:meth:`Intervention.apply`), on a
+model in this process or a remote one, in a sweep, or baked into weights
+(:func:`workbench.bake.bake`), goes through that edit and nothing else. A new kind is a
+subclass with an ``edit`` method (and ``at_size`` if it has a size).
+
 Circuit interventions (CNA and random) can be taken at a smaller size with
 :meth:`Intervention.at_size`: the CNA circuit's top neurons (a prefix), and a random
 control drawn afresh, with the same seed, for that prefix.
@@ -33,64 +39,68 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..ablation import scale_direction
+from ..ablation import direction_edit
 from ..circuit import Circuit, Neuron, Signs
 from ..errors import InvalidArgumentError, SteeringError
 from ..models import WorkbenchModel
-from ..steering import Positions, add_vector, check_multiplier, steer
+from ..sites import Edit, edited
+from ..steering import Positions, check_multiplier, circuit_edit, vector_edit
 
 if TYPE_CHECKING:  # for an annotation only
     from ..direction import RefusalDirection
 
-Kind = Literal["baseline", "cna", "caa", "random", "direction"]
+__all__ = ["Baseline", "CaaVector", "CnaCircuit", "DirectionProjection", "Intervention",
+           "RandomControl", "random_control"]
 
 
 @dataclass(frozen=True, eq=False)
 class Intervention:
     """A named way of changing the model, applied at a multiplier (1 = unchanged).
 
-    ``vector`` is the CAA vector ``[n_layers, d_model]``, or the direction ``[d_model]``
-    of a direction intervention (normalised to unit length when applied). A random control
-    keeps the circuit it controls (``control_of``) and its ``seed``, so that it can be
-    re-drawn at another size.
+    Build one with the constructors (:meth:`baseline`, :meth:`cna`, :meth:`random`,
+    :meth:`caa`, :meth:`direction`); each returns the subclass of its kind. ``kind`` names
+    the kind in result rows.
     """
 
     name: str
-    kind: Kind
-    circuit: Circuit | None = field(default=None, repr=False)
-    vector: torch.Tensor | None = field(default=None, repr=False)
-    positions: Positions = "all"
-    signs: Signs = "all"
-    control_of: Circuit | None = field(default=None, repr=False)
-    seed: int | None = None
+    kind: ClassVar[str] = "intervention"
+    #: evaluated at multiplier 1 only: the unchanged model
+    runs_once: ClassVar[bool] = False
+    #: has a size (a number of neurons) that :meth:`at_size` can cut
+    sized: ClassVar[bool] = False
 
-    @classmethod
-    def baseline(cls) -> Intervention:
+    # -- constructors ------------------------------------------------------------------
+
+    @staticmethod
+    def baseline() -> Baseline:
         """The unchanged model (only evaluated at multiplier 1)."""
-        return cls("baseline", "baseline")
+        return Baseline("baseline")
 
-    @classmethod
-    def cna(cls, circuit: Circuit, name: str = "cna", *, positions: Positions = "all",
-            signs: Signs = "all") -> Intervention:
-        return cls(name, "cna", circuit=circuit, positions=positions, signs=signs)
+    @staticmethod
+    def cna(circuit: Circuit, name: str = "cna", *, positions: Positions = "all",
+            signs: Signs = "all") -> CnaCircuit:
+        """Scale ``circuit``'s neurons' down-projection inputs by the multiplier."""
+        return CnaCircuit(name, circuit, positions=positions, signs=signs)
 
-    @classmethod
-    def random(cls, circuit: Circuit, seed: int = 0, name: str | None = None) -> Intervention:
+    @staticmethod
+    def random(circuit: Circuit, seed: int = 0, name: str | None = None) -> RandomControl:
         """The random-circuit control of ``circuit`` (see :func:`random_control`)."""
-        return cls(name or f"random(seed={seed})", "random",
-                   circuit=random_control(circuit, seed=seed), control_of=circuit, seed=seed)
+        return RandomControl(name or f"random(seed={seed})", random_control(circuit, seed=seed),
+                             control_of=circuit, seed=seed)
 
-    @classmethod
-    def caa(cls, vector: torch.Tensor, name: str = "caa") -> Intervention:
-        return cls(name, "caa", vector=vector)
+    @staticmethod
+    def caa(vector: torch.Tensor, name: str = "caa") -> CaaVector:
+        """Add ``(m - 1)`` times the CAA ``vector`` ``[n_layers, d_model]`` to every MLP
+        output."""
+        return CaaVector(name, vector)
 
-    @classmethod
-    def direction(cls, direction: RefusalDirection | torch.Tensor,
-                  name: str = "refusal-direction") -> Intervention:
+    @staticmethod
+    def direction(direction: RefusalDirection | torch.Tensor,
+                  name: str = "refusal-direction") -> DirectionProjection:
         """Scale a residual-stream direction: 0 ablates it, 1 is unchanged, 2 doubles it.
 
         ``direction`` is a :class:`~workbench.direction.RefusalDirection` or a tensor
@@ -108,9 +118,26 @@ class Intervention:
             raise SteeringError(
                 f"a direction intervention needs a [d_model] tensor or a RefusalDirection, "
                 f"not {shown}; build one with refusal_direction()")
-        return cls(name, "direction", vector=vector.detach().clone())
+        return DirectionProjection(name, vector.detach().clone())
 
-    def at_size(self, size: int | float) -> Intervention:
+    # -- what every kind does ----------------------------------------------------------
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit:
+        """The change this intervention makes to ``model`` at ``multiplier``."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what it changes")
+
+    def apply(self, model: WorkbenchModel,
+              multiplier: float) -> contextlib.AbstractContextManager[None]:
+        """A context manager that applies this intervention at ``multiplier``.
+
+        Multiplier 1 (and the baseline) change nothing, whatever the kind.
+        """
+        multiplier = check_multiplier(multiplier)
+        if self.runs_once or multiplier == 1.0:
+            return contextlib.nullcontext()
+        return edited(model, self.edit(model, multiplier))
+
+    def at_size(self, size: int | float) -> Intervention:  # noqa: ARG002 - kinds with a size
         """This intervention with its circuit cut to ``size`` neurons (int) or a fraction.
 
         CNA: the top ``size`` neurons by ``|score|`` (:meth:`Circuit.top`). Random control:
@@ -125,45 +152,106 @@ class Intervention:
             >>> len(Intervention.random(c, seed=0).at_size(1).circuit)
             1
         """
-        if self.kind == "cna":
-            assert self.circuit is not None  # Intervention.cna() sets it
-            return replace(self, circuit=self.circuit.top(size))
-        if self.kind == "random":
-            if self.control_of is None or self.seed is None:
-                raise InvalidArgumentError(
-                    f"the random control {self.name!r} does not know which circuit it controls, "
-                    "so it cannot be re-drawn at another size; build it with "
-                    "Intervention.random(circuit, seed)")
-            prefix = self.control_of.top(size)
-            return replace(self, circuit=random_control(prefix, seed=self.seed),
-                           control_of=prefix)
         return self
+
+    def size(self) -> int | None:
+        """How many neurons it changes, for a kind with a size; None for the others."""
+        return None
+
+    def fraction_of_model(self) -> float | None:
+        """:meth:`size` as a share of all the model's MLP neurons (None without a size)."""
+        return None
 
     def strength(self, multiplier: float) -> float:
         """The raw strength applied: the multiplier, or ``alpha = m - 1`` for CAA."""
-        return multiplier - 1.0 if self.kind == "caa" else multiplier
-
-    def apply(self, model: WorkbenchModel,
-              multiplier: float) -> contextlib.AbstractContextManager[None]:
-        """A context manager that applies this intervention at ``multiplier``."""
-        multiplier = check_multiplier(multiplier)
-        if self.kind == "baseline" or multiplier == 1.0:
-            return contextlib.nullcontext()
-        if self.kind == "caa":
-            assert self.vector is not None  # Intervention.caa() sets it
-            return add_vector(model, self.vector, self.strength(multiplier))
-        if self.kind == "direction":
-            return scale_direction(model, self.vector, multiplier)
-        assert self.circuit is not None  # Intervention.cna() and .random() set it
-        return steer(model, self.circuit, multiplier=multiplier, positions=self.positions,
-                     signs=self.signs)
+        return multiplier
 
     def describe(self) -> dict[str, Any]:
         """Provenance recorded with every result row."""
-        info: dict[str, Any] = {"intervention": self.name, "kind": self.kind}
-        if self.circuit is not None:
-            info["n_neurons"] = len(self.circuit)
-        return info
+        return {"intervention": self.name, "kind": self.kind}
+
+
+@dataclass(frozen=True, eq=False)
+class Baseline(Intervention):
+    """The unchanged model."""
+
+    kind: ClassVar[str] = "baseline"
+    runs_once: ClassVar[bool] = True
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit:  # noqa: ARG002
+        return Edit()
+
+
+@dataclass(frozen=True, eq=False)
+class CnaCircuit(Intervention):
+    """A CNA circuit's neurons scaled by the multiplier (:func:`workbench.steer`)."""
+
+    circuit: Circuit = field(repr=False)
+    positions: Positions = "all"
+    signs: Signs = "all"
+    kind: ClassVar[str] = "cna"
+    sized: ClassVar[bool] = True
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit:
+        return circuit_edit(model, self.circuit, multiplier, positions=self.positions,
+                            signs=self.signs)
+
+    def at_size(self, size: int | float) -> Intervention:
+        return replace(self, circuit=self.circuit.top(size))
+
+    def size(self) -> int:
+        return len(self.circuit)
+
+    def fraction_of_model(self) -> float:
+        return len(self.circuit) / self.circuit.n_model_neurons
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "n_neurons": len(self.circuit)}
+
+
+@dataclass(frozen=True, eq=False)
+class RandomControl(CnaCircuit):
+    """A random circuit shaped like ``control_of`` (drawn with ``seed``), scaled alike."""
+
+    control_of: Circuit | None = field(default=None, repr=False)
+    seed: int | None = None
+    kind: ClassVar[str] = "random"
+
+    def at_size(self, size: int | float) -> Intervention:
+        if self.control_of is None or self.seed is None:
+            raise InvalidArgumentError(
+                f"the random control {self.name!r} does not know which circuit it controls, "
+                "so it cannot be re-drawn at another size; build it with "
+                "Intervention.random(circuit, seed)")
+        prefix = self.control_of.top(size)
+        return replace(self, circuit=random_control(prefix, seed=self.seed), control_of=prefix)
+
+
+@dataclass(frozen=True, eq=False)
+class CaaVector(Intervention):
+    """``alpha = m - 1`` times a CAA vector ``[n_layers, d_model]`` added to every MLP
+    output (:func:`workbench.add_vector`)."""
+
+    vector: torch.Tensor = field(repr=False)
+    kind: ClassVar[str] = "caa"
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit:
+        return vector_edit(model, self.vector, self.strength(multiplier))
+
+    def strength(self, multiplier: float) -> float:
+        return multiplier - 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class DirectionProjection(Intervention):
+    """A residual direction ``[d_model]`` kept at the multiplier in every residual write
+    (:func:`workbench.ablation.scale_direction`)."""
+
+    vector: torch.Tensor = field(repr=False)
+    kind: ClassVar[str] = "direction"
+
+    def edit(self, model: WorkbenchModel, multiplier: float) -> Edit:
+        return direction_edit(model, self.vector, multiplier)
 
 
 def random_control(circuit: Circuit, seed: int = 0) -> Circuit:

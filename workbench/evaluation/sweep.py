@@ -70,7 +70,7 @@ def conditions(interventions: Sequence[Intervention],
     values = list(dict.fromkeys(check_multiplier(m) for m in multipliers))
     pairs = []
     for intervention in interventions:
-        for m in ([1.0] if intervention.kind == "baseline" else values):
+        for m in ([1.0] if intervention.runs_once else values):
             pairs.append((intervention, m))
     return pairs
 
@@ -112,13 +112,14 @@ def sized_conditions(interventions: Sequence[Intervention], multipliers: Sequenc
 
 def _at_sizes(intervention: Intervention, sizes: Sequence[Size] | None,
               ) -> list[tuple[Intervention, int | None]]:
-    if sizes is None or intervention.kind not in ("cna", "random"):
+    if sizes is None or not intervention.sized:
         return [(intervention, None)]
     resized: dict[int, Intervention] = {}
     for size in sizes:
         cut = intervention.at_size(size)
-        assert cut.circuit is not None  # cna and random interventions have one
-        resized.setdefault(len(cut.circuit), cut)  # 0.001 and 46 may name the same count
+        count = cut.size()
+        assert count is not None  # a sized kind
+        resized.setdefault(count, cut)  # 0.001 and 46 may name the same count
     return [(cut, count) for count, cut in resized.items()]
 
 
@@ -218,7 +219,7 @@ class _Drifts:
     def of(self, intervention: Intervention, size: int | None, multiplier: float) -> float:
         key = (intervention.name, size, multiplier)
         if key not in self.values:
-            if intervention.kind == "baseline" or multiplier == 1.0:
+            if intervention.runs_once or multiplier == 1.0:
                 self.values[key] = 0.0  # the unchanged model
             else:
                 if self.drift is None:
@@ -249,8 +250,7 @@ def _add_size(frame: pd.DataFrame, intervention: Intervention, size: int | None)
     n = len(frame)
     fraction = float("nan")
     if size is not None:
-        assert intervention.circuit is not None  # only cna and random ones have a size
-        fraction = size / intervention.circuit.n_model_neurons
+        fraction = intervention.fraction_of_model() or float("nan")
     frame.insert(3, "size", pd.array([size] * n, dtype="Int64"))
     frame.insert(4, "fraction", [fraction] * n)
 

@@ -10,7 +10,7 @@ from tests.helpers import PROMPTS, hooks_left
 
 from workbench import Circuit, Neuron
 from workbench.errors import InvalidArgumentError, SteeringError
-from workbench.evaluation.interventions import Intervention, random_control
+from workbench.evaluation.interventions import Intervention, RandomControl, random_control
 
 MODEL = {"name": "m", "architecture": "LlamaForCausalLM", "n_layers": 3, "d_mlp": 32}
 
@@ -381,6 +381,55 @@ def test_at_size_refuses_sizes_beyond_the_circuit(real):
 
 
 def test_a_random_control_without_its_circuit_cannot_be_resized(real):
-    bare = Intervention("ctl", "random", circuit=random_control(real))
+    bare = RandomControl("ctl", random_control(real))  # no control_of, no seed
     with pytest.raises(InvalidArgumentError, match=r"Intervention.random\(circuit, seed\)"):
         bare.at_size(2)
+
+
+# -- a new kind ---------------------------------------------------------------------------
+
+
+def test_a_new_kind_is_one_small_class_that_works_everywhere(tiny_tokenizer):
+    """The test of the design: a kind written as a user would (one class with an ``edit``)
+    runs in this process and remotely with the same text, in a sweep, and bakes into
+    weights with the hooks' logits, with no other code knowing it."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    import workbench
+    from tests.helpers import make_tiny_hf
+    from workbench.bake import bake
+    from workbench.evaluation.sweep import sweep
+    from workbench.prompts import PromptSet
+    from workbench.sites import Edit
+
+    @dataclass(frozen=True, eq=False)
+    class LayerGain(Intervention):
+        """Every neuron of one layer times the multiplier."""
+
+        layer: int = 0
+        kind: ClassVar[str] = "layer-gain"
+
+        def edit(self, model, multiplier):
+            return Edit(scales={self.layer: torch.full((model.d_mlp,), float(multiplier))})
+
+    hf = make_tiny_hf("llama")
+    here = workbench.from_hf(hf, tiny_tokenizer, name="tiny-llama")
+    there = workbench.from_hf(hf, tiny_tokenizer, name="tiny-llama", remote="local")
+    gain = LayerGain("gain", layer=1)
+    options = dict(max_new_tokens=5, batch_size=32)
+    with gain.apply(here, 0.0):
+        expected = workbench.generate(here, PROMPTS, **options)
+    assert expected != workbench.generate(here, PROMPTS, **options)
+    with gain.apply(there, 0.0):
+        assert workbench.generate(there, PROMPTS, **options) == expected
+    rows = sweep(here, [Intervention.baseline(), gain], [0.0], [PromptSet("tiny", PROMPTS)],
+                 metrics=["refusal"], progress=False, **options)
+    assert rows.loc[rows["kind"] == "layer-gain", "completion"].tolist() == expected
+    ids = here.encode(PROMPTS[:1], here.prompting())["input_ids"]
+    with torch.no_grad():
+        with gain.apply(here, 0.0):
+            hooked_logits = here.hf_model(ids).logits
+        baked_logits = bake(here, gain, 0.0).hf_model(ids).logits
+    torch.testing.assert_close(baked_logits, hooked_logits, rtol=1e-5, atol=1e-5)
+    assert hooks_left(here.hf_model) == [] and there.edits == []

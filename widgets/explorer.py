@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets
 
 from workbench.circuit import Circuit
-from workbench.config import DiscoverConfig
+from workbench.config import STEERING_VIEW_MAX_NEW_TOKENS, DiscoverConfig
 from workbench.errors import InvalidArgumentError
 from workbench.models import WorkbenchModel
 
@@ -92,7 +92,7 @@ class ExplorerController:
     def __init__(self, model: WorkbenchModel, positive: PromptsSpec = "qualitative-harmful",
                  negative: PromptsSpec = "qualitative-benign", *,
                  circuit: Circuit | None = None, prompts: Sequence[str] = DEFAULT_PROMPTS,
-                 max_new_tokens: int = 48,
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS,
                  max_imbalance: float | None = DiscoverConfig.max_imbalance) -> None:
         self.model = model
         self.steering_prompts = list(prompts)
@@ -292,8 +292,8 @@ class CircuitExplorer(View):
     def __init__(self, model: WorkbenchModel, positive: PromptsSpec = "qualitative-harmful",
                  negative: PromptsSpec = "qualitative-benign", *,
                  circuit: Circuit | None = None, prompts: Sequence[str] = DEFAULT_PROMPTS,
-                 max_new_tokens: int = 48, interactive: bool | None = None,
-                 **discover_options: Any) -> None:
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS,
+                 interactive: bool | None = None, **discover_options: Any) -> None:
         max_imbalance = discover_options.pop("max_imbalance", DiscoverConfig.max_imbalance)
         controller = ExplorerController(model, positive, negative, circuit=circuit,
                                         prompts=prompts, max_new_tokens=max_new_tokens,
@@ -480,7 +480,8 @@ class CircuitController:
 
     def __init__(self, circuit: Circuit, *, model: WorkbenchModel | None = None,
                  positive: PromptsSpec = None, negative: PromptsSpec = None,
-                 prompts: Sequence[str] = DEFAULT_PROMPTS, max_new_tokens: int = 48) -> None:
+                 prompts: Sequence[str] = DEFAULT_PROMPTS,
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS) -> None:
         if model is not None:
             circuit.check_model(model)
         self.circuit = circuit
@@ -540,7 +541,8 @@ class CircuitView(View):
 
     def __init__(self, circuit: Circuit, *, model: WorkbenchModel | None = None,
                  positive: PromptsSpec = None, negative: PromptsSpec = None,
-                 prompts: Sequence[str] = DEFAULT_PROMPTS, max_new_tokens: int = 48,
+                 prompts: Sequence[str] = DEFAULT_PROMPTS,
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS,
                  interactive: bool | None = None) -> None:
         self._build(CircuitController(circuit, model=model, positive=positive,
                                       negative=negative, prompts=prompts,

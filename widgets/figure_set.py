@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 
 from workbench.circuit import Circuit
+from workbench.config import FIGURE_MAX_NEW_TOKENS
 from workbench.errors import InvalidArgumentError
 from workbench.models import WorkbenchModel
 from workbench.prompts import PromptSet
@@ -73,7 +74,8 @@ def circuit_figures(circuit: Circuit, out: str | os.PathLike, *,
                     compare: Sequence[Circuit] = (), names: Sequence[str] | None = None,
                     summary: pd.DataFrame | str | os.PathLike | None = None,
                     steer_prompts: Sequence[str] = (), multiplier: float = 0.0,
-                    max_new_tokens: int = 32, token_prompts: int = TOKEN_PROMPTS,
+                    max_new_tokens: int = FIGURE_MAX_NEW_TOKENS,
+                    token_prompts: int = TOKEN_PROMPTS,
                     png: bool | None = None) -> list[Path]:
     """Write a circuit's figures to the folder ``out``; returns the files written.
 

@@ -47,6 +47,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.circuit import Circuit
+from workbench.config import STEERING_VIEW_MAX_NEW_TOKENS
 from workbench.errors import InvalidArgumentError
 from workbench.search import PAPER_TRIAL
 
@@ -405,7 +406,8 @@ class ParetoExplorer(View):
     """
 
     def __init__(self, search: GateSearch, slider: SteeringSlider | None = None, *,
-                 prompts: Sequence[str] = DEFAULT_PROMPTS, max_new_tokens: int = 48,
+                 prompts: Sequence[str] = DEFAULT_PROMPTS,
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS,
                  interactive: bool | None = None, **generate_kwargs: Any) -> None:
         self._build(ParetoController(search), slider, interactive,
                     {"prompts": list(prompts), "max_new_tokens": max_new_tokens,

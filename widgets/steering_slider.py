@@ -35,6 +35,7 @@ from transformers import StoppingCriteriaList
 
 from workbench import streaming
 from workbench.circuit import Circuit
+from workbench.config import STEERING_VIEW_MAX_NEW_TOKENS
 from workbench.divergence import Divergence, GreedySteps, compare, greedy_steps
 from workbench.errors import InvalidArgumentError
 from workbench.evaluation.quality import quality
@@ -124,7 +125,8 @@ class SteeringController:
 
     def __init__(self, model: WorkbenchModel, circuit: Circuit,
                  prompts: Sequence[str] = DEFAULT_PROMPTS, *, multiplier: float = 1.0,
-                 max_new_tokens: int = 48, positions: str = "all", signs: str = "all",
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS, positions: str = "all",
+                 signs: str = "all",
                  divergence: bool = True, **generate_kwargs: Any) -> None:
         circuit.check_model(model)
         check_positions_signs(positions, signs)  # here, not first in the generating thread
@@ -424,7 +426,8 @@ class SteeringSlider(View):
 
     def __init__(self, model: WorkbenchModel, circuit: Circuit,
                  prompts: Sequence[str] = DEFAULT_PROMPTS, *, multiplier: float = 1.0,
-                 max_new_tokens: int = 48, autorun: bool = True, **generate_kwargs: Any) -> None:
+                 max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS, autorun: bool = True,
+                 **generate_kwargs: Any) -> None:
         self._build(SteeringController(model, circuit, prompts, multiplier=multiplier,
                                        max_new_tokens=max_new_tokens, **generate_kwargs),
                     autorun)

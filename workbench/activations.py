@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .config import FORWARD_BATCH_SIZE
 from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -89,7 +90,8 @@ class ActivationStats:
 
 
 def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
-            prompting: Prompting | None = None, site: Site = "input", batch_size: int = 16,
+            prompting: Prompting | None = None, site: Site = "input",
+            batch_size: int = FORWARD_BATCH_SIZE,
             keep: bool = False, top_fraction: float = 0.001, progress: bool = True,
             on_batch: Callable[[int, int], None] | None = None) -> ActivationStats:
     """Run ``prompts`` through ``model`` and accumulate last-token down-projection statistics.

@@ -25,7 +25,17 @@ import textwrap
 from collections.abc import Sequence
 from typing import Literal, NoReturn
 
-from .config import CompareConfig, DiscoverConfig
+from .config import (
+    EVALUATION_BATCH_SIZE,
+    EVALUATION_MAX_NEW_TOKENS,
+    FIGURE_MAX_NEW_TOKENS,
+    FILTER_MAX_NEW_TOKENS,
+    GENERATION_MAX_NEW_TOKENS,
+    MMLU_BATCH_SIZE,
+    SEARCH_MAX_NEW_TOKENS,
+    CompareConfig,
+    DiscoverConfig,
+)
 from .embedded import DEFAULT_MODEL
 from .errors import WorkbenchError
 from .search_space import SearchSpace
@@ -109,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "refuses and the negative prompts it answers (greedy "
                                "completions, keyword refusal classifier)")
     discover.add_argument("--filter-tokens", type=_int, default=None, metavar="N",
-                          help="new tokens per completion for --filter (default 32)")
+                          help="new tokens per completion for --filter (default "
+                               f"{FILTER_MAX_NEW_TOKENS})")
     discover.add_argument("--out", required=True,
                           help="where to write the circuit JSON (replaced if it exists)")
     discover.add_argument("--neuronpedia", default=None,
@@ -123,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="0 ablates, 1 is unchanged, >1 amplifies")
     steer.add_argument("--positions", choices=("all", "prompt", "generated"), default="all")
     steer.add_argument("--signs", choices=("all", "positive", "negative"), default="all")
-    steer.add_argument("--max-new-tokens", type=_int, default=64)
+    steer.add_argument("--max-new-tokens", type=_int, default=GENERATION_MAX_NEW_TOKENS)
     steer.add_argument("--baseline", action="store_true",
                        help="also show the unsteered completion (multiplier 1)")
     steer.add_argument("prompts", nargs="+", metavar="PROMPT")
@@ -160,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a prompt for the steering figure (repeatable)")
     figures.add_argument("--multiplier", type=_float, default=0.0,
                          help="steering and dose-response multiplier (default 0)")
-    figures.add_argument("--max-new-tokens", type=_int, default=32)
+    figures.add_argument("--max-new-tokens", type=_int, default=FIGURE_MAX_NEW_TOKENS)
     figures.add_argument("--no-png", action="store_true", help="write HTML only")
 
     evaluate = sub.add_parser("evaluate", parents=[model_args, remote_args],
@@ -177,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=_int, default=None, help="seeded sample of n prompts")
     evaluate.add_argument("--seed", type=_int, default=0)
     evaluate.add_argument("--metrics", type=_names, default=["refusal", "quality"])
-    evaluate.add_argument("--max-new-tokens", type=_int, default=64)
-    evaluate.add_argument("--batch-size", type=_int, default=32)
+    evaluate.add_argument("--max-new-tokens", type=_int, default=EVALUATION_MAX_NEW_TOKENS)
+    evaluate.add_argument("--batch-size", type=_int, default=EVALUATION_BATCH_SIZE)
     evaluate.add_argument("--caa", action="store_true",
                           help="add the CAA baseline built from the circuit's prompt sets "
                                "(at multiplier m it adds (m-1) x the vector)")
@@ -233,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-multiplier", type=_float, default=SEARCH.max_multiplier)
     search.add_argument("--heldout-n", type=_int, default=25,
                         help="prompts of each held-out JBB half scored per trial")
-    search.add_argument("--max-new-tokens", type=_int, default=32)
-    search.add_argument("--batch-size", type=_int, default=32)
+    search.add_argument("--max-new-tokens", type=_int, default=SEARCH_MAX_NEW_TOKENS)
+    search.add_argument("--batch-size", type=_int, default=EVALUATION_BATCH_SIZE)
     search.add_argument("--seed", type=_int, default=0)
     search.add_argument("--pareto-csv", default=None,
                         help="also write the Pareto trials to this CSV file")
@@ -248,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     mmlu.add_argument("--shots", type=_int, default=0)
     mmlu.add_argument("--seed", type=_int, default=0)
     mmlu.add_argument("--subjects", type=_names, default=None)
-    mmlu.add_argument("--batch-size", type=_int, default=8)
+    mmlu.add_argument("--batch-size", type=_int, default=MMLU_BATCH_SIZE)
 
     tune = sub.add_parser("safety-tune", help="safety-tuning recipes (LoRA or late-MLP): "
                                               "harmful prompts -> refusals, benign -> the "

@@ -30,6 +30,45 @@ from .errors import InvalidArgumentError
 #: Share of all MLP neurons kept in a circuit (the paper's 0.1%).
 DEFAULT_FRACTION = 0.001
 
+# Completion lengths and batch sizes shared by several functions, the command line and the
+# widgets: one constant per role. A completion length changes results; a batch size only
+# speed and memory (and float rounding).
+
+#: New tokens per completion of :func:`~workbench.generate`, of streamed completions
+#: (:func:`~workbench.streaming.stream_generate`) and of ``cna steer``.
+GENERATION_MAX_NEW_TOKENS = 64
+#: New tokens per scored completion of a refusal evaluation: :func:`~workbench.evaluation.sweep`,
+#: ``cna evaluate`` and the safety-tuning targets (:mod:`workbench.safety.metrics`).
+EVALUATION_MAX_NEW_TOKENS = 64
+#: New tokens per completion of the model comparison (:class:`CompareConfig`: its sweep
+#: and lock-picking) and of ``python -m workbench.demo``.
+COMPARISON_MAX_NEW_TOKENS = 48
+#: New tokens per completion the steering views show side by side: the steering slider,
+#: the explorers and the Pareto explorer that hold one, and :mod:`workbench.divergence`.
+STEERING_VIEW_MAX_NEW_TOKENS = 48
+#: New tokens per completion of the behaviour filter (:mod:`workbench.filtering`,
+#: ``cna discover --filter``).
+FILTER_MAX_NEW_TOKENS = 32
+#: New tokens per scored completion of the gate search (:class:`~workbench.search.GateSearch`,
+#: ``cna search``).
+SEARCH_MAX_NEW_TOKENS = 32
+#: New tokens per completion of the steering figure (``widgets.figure_set.circuit_figures``,
+#: ``cna figures``).
+FIGURE_MAX_NEW_TOKENS = 32
+
+#: Prompts per batch of :func:`~workbench.generate`.
+GENERATION_BATCH_SIZE = 8
+#: Prompts per forward pass of the analyses that read the model without generating:
+#: :func:`~workbench.activations.collect`, discovery (:class:`DiscoverConfig`; its behaviour
+#: filter generates in batches of the same size), the CAA vector, token and neuron
+#: activations, the refusal direction and the KL drift.
+FORWARD_BATCH_SIZE = 16
+#: Prompts per generation batch of a scored evaluation: the sweep, ``cna evaluate``, the
+#: safety-tuning targets, the gate search and the model comparison.
+EVALUATION_BATCH_SIZE = 32
+#: Questions per forward pass of :func:`~workbench.evaluation.mmlu` (and ``cna mmlu``).
+MMLU_BATCH_SIZE = 8
+
 
 @dataclass(frozen=True)
 class DiscoverConfig:
@@ -56,7 +95,7 @@ class DiscoverConfig:
     chat_template: bool | Literal["auto"] = "auto"
     system_prompt: str | None = None
     max_imbalance: float | None = 4.0
-    batch_size: int = 16
+    batch_size: int = FORWARD_BATCH_SIZE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_layers", _layers(self.exclude_layers))
@@ -162,8 +201,8 @@ class CompareConfig:
     n: int | None = None
     discover_n: int | None = None
     strongreject_n: int | None = 50
-    max_new_tokens: int = 48
-    batch_size: int = 32
+    max_new_tokens: int = COMPARISON_MAX_NEW_TOKENS
+    batch_size: int = EVALUATION_BATCH_SIZE
     seed: int = 0
     lockpicking_prompt: str = "How do I pick a lock?"
 

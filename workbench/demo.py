@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import discover, load_model
 from .compare import steering_summary
+from .config import COMPARISON_MAX_NEW_TOKENS
 from .evaluation import load_benchmark
 from .filtering import filter_by_behaviour
 from .report import layer_table, side_by_side
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEMO_MODEL)
     parser.add_argument("--out", default="circuit.json")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=COMPARISON_MAX_NEW_TOKENS)
     parser.add_argument("--n", type=int, default=None,
                         help="prompts per held-out half (default: all 50)")
     parser.add_argument("--contrast", choices=CONTRASTS, default="jbb-pair",

@@ -93,7 +93,7 @@ from tqdm.auto import tqdm
 from .ablation import scale_direction
 from .activations import collect, length_order
 from .cna import check_balance
-from .config import DiscoverConfig
+from .config import FORWARD_BATCH_SIZE, DiscoverConfig
 from .errors import InvalidArgumentError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -314,7 +314,8 @@ def refusal_direction(model: WorkbenchModel, positive: PromptsLike, negative: Pr
                       induce_threshold: float | None = None,
                       filter_prompts: bool | None = None,
                       chat_template: ChatTemplateChoice = "auto",
-                      system_prompt: str | None = None, batch_size: int = 16,
+                      system_prompt: str | None = None,
+                      batch_size: int = FORWARD_BATCH_SIZE,
                       max_imbalance: float | None = DiscoverConfig.max_imbalance,
                       progress: bool = True) -> RefusalDirection:
     """Difference of the two sets' mean residual streams, at the chosen layer and position.

@@ -35,6 +35,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from .circuit import Circuit, Signs
+from .config import STEERING_VIEW_MAX_NEW_TOKENS
 from .errors import InvalidArgumentError
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice
@@ -201,7 +202,8 @@ class _Collector(BaseStreamer):
 
 
 def greedy_steps(model: WorkbenchModel, prompt: str, *, circuit: Circuit | None = None,
-                 multiplier: float = 1.0, max_new_tokens: int = 48, **options: Any
+                 multiplier: float = 1.0, max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS,
+                 **options: Any
                  ) -> GreedySteps:
     """A greedy completion of one prompt with the probabilities of every step.
 
@@ -230,7 +232,8 @@ def greedy_steps(model: WorkbenchModel, prompt: str, *, circuit: Circuit | None 
 
 
 def divergence(model: WorkbenchModel, prompt: str, circuit: Circuit, *, multiplier: float,
-               max_new_tokens: int = 48, positions: Positions = "all", signs: Signs = "all",
+               max_new_tokens: int = STEERING_VIEW_MAX_NEW_TOKENS, positions: Positions = "all",
+               signs: Signs = "all",
                chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
                k: int = TOP_K, baseline: GreedySteps | None = None, **options: Any
                ) -> Divergence:

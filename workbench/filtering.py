@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import DiscoverConfig
+from .config import FILTER_MAX_NEW_TOKENS, DiscoverConfig
 from .errors import BehaviourFilterError, InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -53,7 +53,7 @@ from .steering import check_max_new_tokens, generate
 Classifier = Callable[[str], bool]
 
 #: New tokens per completion: enough for a refusal to open the answer.
-DEFAULT_FILTER_TOKENS = 32
+DEFAULT_FILTER_TOKENS = FILTER_MAX_NEW_TOKENS
 
 PromptsLike = PromptSet | str | Sequence[str]
 
@@ -179,7 +179,8 @@ def filter_by_behaviour(model: WorkbenchModel, positive: PromptsLike, negative: 
                         keep_negative_if: Classifier | None = None,
                         max_new_tokens: int = DEFAULT_FILTER_TOKENS,
                         chat_template: ChatTemplateChoice = "auto",
-                        system_prompt: str | None = None, batch_size: int = 16,
+                        system_prompt: str | None = None,
+                        batch_size: int = DiscoverConfig.batch_size,
                         progress: bool = True,
                         on_progress: Callable[[str, int, int], None] | None = None,
                         ) -> FilteredPair:
@@ -252,7 +253,8 @@ def split_by_behaviour(model: WorkbenchModel, pool: PromptsLike, *,
                        shows: Classifier | None = None, balance: bool = True, seed: int = 0,
                        max_new_tokens: int = DEFAULT_FILTER_TOKENS,
                        chat_template: ChatTemplateChoice = "auto",
-                       system_prompt: str | None = None, batch_size: int = 16,
+                       system_prompt: str | None = None,
+                       batch_size: int = DiscoverConfig.batch_size,
                        progress: bool = True,
                        on_progress: Callable[[str, int, int], None] | None = None,
                        ) -> FilteredPair:
@@ -316,7 +318,7 @@ def split_by_behaviour(model: WorkbenchModel, pool: PromptsLike, *,
 def apply_keep_if(model: WorkbenchModel, positive: PromptSet, negative: PromptSet,
                   keep_if: tuple[Classifier, Classifier] | FilteredPair, *,
                   chat_template: ChatTemplateChoice = "auto",
-                  system_prompt: str | None = None, batch_size: int = 16,
+                  system_prompt: str | None = None, batch_size: int = DiscoverConfig.batch_size,
                   progress: bool = True, max_imbalance: float | None = DiscoverConfig.max_imbalance,
                   on_progress: Callable[[str, int, int], None] | None = None,
                   ) -> FilteredPair:

@@ -27,6 +27,7 @@ from typing import cast
 import torch
 
 from .architectures import input_axis
+from .config import FORWARD_BATCH_SIZE
 from .errors import InvalidArgumentError, PromptSetError
 from .models import WorkbenchModel
 from .prompts import Prompting
@@ -102,7 +103,8 @@ def promoted_tokens(model: WorkbenchModel, layer: int, index: int, k: int = 10, 
 
 def neuron_activations(model: WorkbenchModel, prompts: Sequence[str],
                        neurons: Sequence[tuple[int, int]], *,
-                       prompting: Prompting | None = None, batch_size: int = 16,
+                       prompting: Prompting | None = None,
+                       batch_size: int = FORWARD_BATCH_SIZE,
                        ) -> torch.Tensor:
     """Last-token activations of a few neurons on each prompt: float32 ``[n_prompts, k]``.
 

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from .circuit import Circuit, Signs
 from .cna import select_top
+from .config import EVALUATION_BATCH_SIZE, SEARCH_MAX_NEW_TOKENS
 from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.drift import HarmlessDrift
@@ -191,8 +192,9 @@ class GateSearch:
     def __init__(self, model: WorkbenchModel, storage: str | Path,
                  space: SearchSpace | None = None, *,
                  pairs: Mapping[str, tuple[Any, Any]] | None = None,
-                 heldout_n: int | None = 25, max_new_tokens: int = 32, seed: int = 0,
-                 batch_size: int = 32, drift: HarmlessDrift | None = None,
+                 heldout_n: int | None = 25, max_new_tokens: int = SEARCH_MAX_NEW_TOKENS,
+                 seed: int = 0, batch_size: int = EVALUATION_BATCH_SIZE,
+                 drift: HarmlessDrift | None = None,
                  progress: bool = True) -> None:
         import optuna
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .activations import collect
 from .circuit import Circuit, Signs
+from .config import FORWARD_BATCH_SIZE, GENERATION_BATCH_SIZE, GENERATION_MAX_NEW_TOKENS
 from .decoding import greedy_continuous, supports_continuous
 from .errors import SteeringError
 from .locks import model_lock
@@ -127,7 +128,7 @@ def circuit_edit(model: WorkbenchModel, circuit: Circuit, multiplier: float, *,
 def caa_vector(model: WorkbenchModel, positive: PromptSet | str | Sequence[str],
                negative: PromptSet | str | Sequence[str], *,
                chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
-               batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+               batch_size: int = FORWARD_BATCH_SIZE, progress: bool = True) -> torch.Tensor:
     """CAA baseline: per-layer difference of mean MLP outputs at the last prompt token.
 
     Returns:
@@ -181,9 +182,10 @@ def vector_edit(model: WorkbenchModel, vector: torch.Tensor, alpha: float) -> Ed
 
 def generate(model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet, *,
              circuit: Circuit | None = None, multiplier: float = 1.0,
-             positions: Positions = "all", signs: Signs = "all", max_new_tokens: int = 64,
+             positions: Positions = "all", signs: Signs = "all",
+             max_new_tokens: int = GENERATION_MAX_NEW_TOKENS,
              chat_template: ChatTemplateChoice = "auto", system_prompt: str | None = None,
-             batch_size: int = 8, progress: bool = False, seed: int = 0,
+             batch_size: int = GENERATION_BATCH_SIZE, progress: bool = False, seed: int = 0,
              **generate_kwargs: Any) -> list[str]:
     """Complete prompts (greedy by default), optionally with a circuit scaled.
 

@@ -33,6 +33,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .circuit import Circuit
+from .config import GENERATION_MAX_NEW_TOKENS
 from .decoding import eos_ids
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -113,7 +114,8 @@ class StreamResult:
 def stream_generate(model: WorkbenchModel, prompt: str, *,
                     on_text: Callable[[str], None] | None = None,
                     cancel: CancelToken | None = None, circuit: Circuit | None = None,
-                    multiplier: float = 1.0, max_new_tokens: int = 64,
+                    multiplier: float = 1.0,
+                    max_new_tokens: int = GENERATION_MAX_NEW_TOKENS,
                     **generate_kwargs: Any) -> StreamResult:
     """Complete one prompt (greedy by default), reporting the text after every new token.
 

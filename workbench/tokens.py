@@ -40,6 +40,7 @@ import torch
 
 from .activations import length_order
 from .circuit import Circuit, Neuron
+from .config import FORWARD_BATCH_SIZE
 from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
@@ -190,7 +191,7 @@ def _token_name(tokenizer: Any, token_id: int) -> str:
 
 def token_activations(model: WorkbenchModel, prompts: PromptSet | str | Sequence[str],
                       neurons: NeuronsLike, *, prompting: Prompting | None = None,
-                      batch_size: int = 16) -> pd.DataFrame:
+                      batch_size: int = FORWARD_BATCH_SIZE) -> pd.DataFrame:
     """Chosen neurons' down-projection input at every token of each prompt.
 
     Prompts are formatted as :meth:`WorkbenchModel.encode` formats them (the chat

@@ -37,6 +37,7 @@ from typing import Any, cast
 import torch
 from transformers import DynamicCache
 
+from ..config import FORWARD_BATCH_SIZE
 from ..decoding import eos_ids
 from ..errors import InvalidArgumentError
 from ..locks import model_lock
@@ -84,7 +85,8 @@ class HarmlessDrift:
 
     def __init__(self, model: WorkbenchModel, prompts: str | Sequence[str] | PromptSet = (
                  HARMLESS_PROMPTS), *, n: int | None = DRIFT_PROMPTS,
-                 tokens: int = DRIFT_TOKENS, seed: int = 0, batch_size: int = 16) -> None:
+                 tokens: int = DRIFT_TOKENS, seed: int = 0,
+                 batch_size: int = FORWARD_BATCH_SIZE) -> None:
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise InvalidArgumentError(f"tokens must be a positive int, not {tokens!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

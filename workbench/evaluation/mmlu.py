@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..config import MMLU_BATCH_SIZE
 from ..errors import InvalidArgumentError
 from ..locks import model_lock
 from ..models import WorkbenchModel
@@ -92,7 +93,7 @@ def letter_token_ids(tokenizer) -> list[int]:
 def mmlu(model: WorkbenchModel, *, n: int | None = 500, shots: int = 0, seed: int = 0,
          subjects: Sequence[str] | None = None,
          intervention: contextlib.AbstractContextManager | None = None,
-         batch_size: int = 8, chat_template: ChatTemplateChoice = False,
+         batch_size: int = MMLU_BATCH_SIZE, chat_template: ChatTemplateChoice = False,
          progress: bool = True) -> MMLUResult:
     """MMLU accuracy of ``model`` on a fixed seeded sample of test questions.
 

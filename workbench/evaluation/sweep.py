@@ -33,6 +33,7 @@ from typing import cast
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..config import EVALUATION_BATCH_SIZE, EVALUATION_MAX_NEW_TOKENS
 from ..errors import InvalidArgumentError
 from ..io import atomic_write_bytes
 from ..models import WorkbenchModel
@@ -126,7 +127,8 @@ def _at_sizes(intervention: Intervention, sizes: Sequence[Size] | None,
 def sweep(model: WorkbenchModel, interventions: Sequence[Intervention],
           multipliers: Sequence[float], benchmarks: Sequence[str | PromptSet], *,
           metrics: Sequence[str] = METRICS, sizes: Sequence[Size] | None = None,
-          max_new_tokens: int = 64, batch_size: int = 32, out: str | Path | None = None,
+          max_new_tokens: int = EVALUATION_MAX_NEW_TOKENS,
+          batch_size: int = EVALUATION_BATCH_SIZE, out: str | Path | None = None,
           progress: bool = True, drift: HarmlessDrift | None = None,
           **generate_kwargs) -> pd.DataFrame:
     """Generate and score completions for every condition; resume from ``out`` if present.

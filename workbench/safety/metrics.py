@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..cna import discover
+from ..config import EVALUATION_BATCH_SIZE, EVALUATION_MAX_NEW_TOKENS
 from ..evaluation.benchmarks import load_benchmark
 from ..evaluation.interventions import Intervention
 from ..evaluation.mmlu import mmlu
@@ -74,8 +75,9 @@ def check_targets(metrics: dict[str, float],
 
 
 def safety_metrics(tuned: WorkbenchModel, untuned: WorkbenchModel | None = None, *,
-                   unused_benign: Sequence[str] = (), max_new_tokens: int = 64,
-                   mmlu_n: int | None = 500, batch_size: int = 32,
+                   unused_benign: Sequence[str] = (),
+                   max_new_tokens: int = EVALUATION_MAX_NEW_TOKENS,
+                   mmlu_n: int | None = 500, batch_size: int = EVALUATION_BATCH_SIZE,
                    targets: dict[str, tuple[str, float]] = TARGETS,
                    progress: bool = True) -> dict[str, Any]:
     """Measure the targets on ``tuned`` (and MMLU on ``untuned`` for the comparison).
@@ -122,7 +124,8 @@ def safety_metrics(tuned: WorkbenchModel, untuned: WorkbenchModel | None = None,
 
 
 def unused_benign_refusal(tuned: WorkbenchModel, prompts: Sequence[str], *,
-                          max_new_tokens: int = 64, batch_size: int = 32,
+                          max_new_tokens: int = EVALUATION_MAX_NEW_TOKENS,
+                          batch_size: int = EVALUATION_BATCH_SIZE,
                           progress: bool = True) -> dict[str, Any]:
     """Refusal rate on the benign prompts the recipe left out (empty dict if none)."""
     if not prompts:
@@ -133,7 +136,8 @@ def unused_benign_refusal(tuned: WorkbenchModel, prompts: Sequence[str], *,
 
 
 def gate_metrics(tuned: WorkbenchModel, *, fractions: Sequence[float] = GATE_FRACTIONS,
-                 max_new_tokens: int = 64, batch_size: int = 32, n: int | None = None,
+                 max_new_tokens: int = EVALUATION_MAX_NEW_TOKENS,
+                 batch_size: int = EVALUATION_BATCH_SIZE, n: int | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Held-out harmful refusal under CNA ablation at each size, beside random controls.
 

@@ -262,3 +262,47 @@ def test_nested_blocks_restore_the_outer_swap_then_the_class_forward(tiny_llama)
             assert own_forwards(tiny_llama.hf_model) == outer
         assert own_forwards(tiny_llama.hf_model) == outer
     assert own_forwards(tiny_llama.hf_model) == {}
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * packing.os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(packing.available_memory() is None, reason="no /proc/meminfo")
+def test_a_packed_block_adds_one_copy_of_the_linear_weights_and_keeps_it():
+    """The stated cost: one packed copy of the float32 linear weights (within 25%), made
+    once and reused by the next block."""
+    torch.manual_seed(0)
+    stack = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(8)]).eval()  # 32 MiB
+    weights = sum(layer.weight.numel() * 4 for layer in stack)
+    x = torch.randn(16, 1024)
+    with torch.no_grad():
+        stack(x)  # the plain pass: its buffers are not the packing's
+        before = _resident_bytes()
+        resident = []
+        for _block in range(2):
+            with packed_linears(stack):
+                for _call in range(3):  # the first decode-sized call runs plain, then packed
+                    stack(x)
+            resident.append(_resident_bytes())
+    after_first = resident[0]
+    grown = after_first - before
+    assert 0.5 * weights < grown < 1.25 * weights, (grown, weights)
+    assert resident[1] - after_first < 0.1 * weights  # the second block reuses them
+
+
+def test_packing_is_skipped_with_one_warning_when_the_copies_would_not_fit(monkeypatch):
+    stack = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)).eval()
+    monkeypatch.setattr(packing, "available_memory", lambda: (40_000, 1_000_000))
+    with pytest.warns(UserWarning, match="run unpacked"):
+        with packed_linears(stack):
+            assert all("forward" not in vars(layer) for layer in stack)
+    with packed_linears(stack):  # warned once per model
+        assert all("forward" not in vars(layer) for layer in stack)
+    monkeypatch.setattr(packing, "available_memory", lambda: (10**12, 10**12))
+    with packed_linears(stack):
+        assert all("forward" in vars(layer) for layer in stack)

@@ -45,7 +45,7 @@ from .architectures import get_path
 from .errors import SteeringError
 from .models import WorkbenchModel
 from .sites import hooked
-from .steering import check_multiplier
+from .values import check_multiplier
 
 DirectionLike = Any  # a torch.Tensor [d_model] or a workbench.direction.RefusalDirection
 

@@ -34,11 +34,11 @@ from typing import Any, cast
 import torch
 from safetensors.torch import load_file, save_file
 
-from .circuit import Circuit, Signs
+from .circuit import Circuit
 from .errors import OutputPathError, SteeringError, WorkbenchError
 from .models import WorkbenchModel, from_hf
 from .outputs import check_output
-from .steering import check_multiplier, check_positions_signs
+from .values import Signs, check_multiplier, check_positions_signs
 
 #: key of the provenance JSON in the safetensors header metadata
 METADATA_KEY = "cna_workbench.bake"

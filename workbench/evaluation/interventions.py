@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ..ablation import scale_direction
-from ..circuit import Circuit, Neuron, Signs
+from ..circuit import Circuit, Neuron
 from ..errors import InvalidArgumentError, SteeringError
 from ..models import WorkbenchModel
-from ..steering import Positions, add_vector, check_multiplier, steer
+from ..steering import add_vector, steer
+from ..values import Positions, Signs, check_multiplier
 
 if TYPE_CHECKING:  # for an annotation only
     from ..direction import RefusalDirection

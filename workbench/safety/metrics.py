@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..cna import discover
+from ..discovery import discover
 from ..evaluation.benchmarks import load_benchmark
 from ..evaluation.interventions import Intervention
 from ..evaluation.mmlu import mmlu

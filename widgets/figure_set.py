@@ -138,7 +138,7 @@ def _table(summary: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
 def _model_figures(model: WorkbenchModel, circuit: Circuit, positive: PromptSet,
                    negative: PromptSet, token_prompts: int) -> list[Exportable]:
     """The heatmap (the contrast read again) and the token view of the discover prompts."""
-    from workbench.cna import discover
+    from workbench.discovery import discover
 
     from .heatmap import HeatmapController, _prompting
     from .token_view import TokenViewController

@@ -41,7 +41,7 @@ from workbench.errors import InvalidArgumentError
 from workbench.evaluation.quality import quality
 from workbench.evaluation.refusal import is_refusal
 from workbench.models import WorkbenchModel
-from workbench.steering import check_max_new_tokens, check_multiplier, check_positions_signs
+from workbench.values import check_max_new_tokens, check_multiplier, check_positions_signs
 
 from . import markup
 from .divergence_view import divergence_html

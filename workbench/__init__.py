@@ -11,14 +11,12 @@ Example:
     >>> wb.generate(model, "How do I pick a lock?", circuit=circuit, multiplier=0)  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
 from .ablation import ablate_direction, scale_direction
 from .architectures import ArchitectureAdapter, register_adapter, supported_model_types
 from .circuit import Circuit, Neuron, Overlap, overlap
-from .cna import discover
 from .config import DiscoverConfig
 from .direction import RefusalDirection, refusal_direction
+from .discovery import discover
 from .divergence import Divergence, divergence
 from .embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import WorkbenchError
@@ -27,6 +25,7 @@ from .models import WorkbenchModel, from_hf, load_model
 from .prompts import Prompting, PromptSet
 from .steering import add_vector, caa_vector, generate, steer
 from .tokens import token_activations
+from .version import __version__
 
 __all__ = [
     "ArchitectureAdapter",

@@ -47,7 +47,7 @@ import torch
 from .errors import SteeringError
 from .models import WorkbenchModel
 from .sites import Edit, Projection, edited, residual_writers
-from .steering import check_multiplier
+from .values import check_multiplier
 
 __all__ = ["ablate_direction", "direction_edit", "residual_writers",
            "scale_direction", "unit_direction"]

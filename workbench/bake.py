@@ -52,12 +52,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .architectures import get_path, input_axis
-from .circuit import Circuit, Signs
+from .circuit import Circuit
 from .errors import OutputPathError, SteeringError, UnsupportedArchitectureError, WorkbenchError
 from .models import WorkbenchModel, from_hf
 from .outputs import check_output
 from .sites import Edit, Projection, residual_writers
-from .steering import check_multiplier, check_positions_signs, circuit_edit
+from .steering import circuit_edit
+from .values import Signs, check_multiplier, check_positions_signs
 
 #: key of the provenance JSON in the safetensors header metadata
 METADATA_KEY = "cna_workbench.bake"

@@ -23,29 +23,34 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
 import torch
 
 from .circuit_checks import check_circuit_data
+from .contrast import Contrast
 from .errors import CircuitFormatError, CircuitMismatchError, InvalidArgumentError
 from .io import atomic_write_text
 from .outputs import check_output
-
-if TYPE_CHECKING:  # for annotations only: cna imports this module, models loads torch models
-    from .cna import Contrast
-    from .models import WorkbenchModel
+from .values import Signs, check_signs, fraction_size
+from .version import __version__
 
 FORMAT_NAME = "cna-workbench.circuit"
 FORMAT_VERSION = 1
 DEFAULT_SITE = "mlp.down_proj.input"
 
-Signs = Literal["all", "positive", "negative"]
+
+class ModelInfo(Protocol):
+    """What a circuit needs of a model: its identity, as a
+    :class:`~workbench.models.WorkbenchModel` gives it.
+
+    ``info()`` returns ``{"name", "architecture", "n_layers", "d_mlp"}``.
+    """
+
+    def info(self) -> dict[str, Any]: ...
 
 
 def _created_by() -> str:
-    from . import __version__
-
     return f"cna-workbench {__version__}"
 
 
@@ -101,7 +106,7 @@ class Circuit:
 
     @classmethod
     def from_neurons(cls, neurons: Iterable[Neuron | tuple], *,
-                     model: WorkbenchModel | dict[str, Any], **provenance: Any) -> Circuit:
+                     model: ModelInfo | dict[str, Any], **provenance: Any) -> Circuit:
         """A circuit from neurons (or ``(layer, index[, score])`` tuples) for a model.
 
         ``model`` is a :class:`~workbench.models.WorkbenchModel` or its ``info()`` dict.
@@ -137,8 +142,9 @@ class Circuit:
 
         A fraction is of *all* MLP neurons of the model, rounded as
         :func:`workbench.cna.circuit_size` does (``round(fraction * n_layers * d_mlp)``,
-        at least 1). Raises :class:`InvalidArgumentError` for a non-number, a count below 1,
-        a fraction outside (0, 1], or more neurons than the circuit holds.
+        at least 1: :func:`workbench.values.fraction_size`). Raises
+        :class:`InvalidArgumentError` for a non-number, a count below 1, a fraction outside
+        (0, 1], or more neurons than the circuit holds.
 
         Example:
             >>> shape = {"name": "m", "architecture": "A", "n_layers": 10, "d_mlp": 100}
@@ -161,7 +167,8 @@ class Circuit:
                 raise InvalidArgumentError(
                     f"a float circuit size is a fraction of all MLP neurons and must be in "
                     f"(0, 1], not {size!r}; pass an int for a neuron count")
-            count = max(1, round(float(size) * self.n_model_neurons))
+            count = fraction_size(float(size), int(self.model["n_layers"]),
+                                  int(self.model["d_mlp"]))
         if count > len(self):
             shown = (f"{count} neurons" if isinstance(size, numbers.Integral)
                      else f"{size!r} ({count} neurons)")
@@ -206,14 +213,17 @@ class Circuit:
         return {n.key for n in self.neurons}
 
     def select(self, signs: Signs = "all") -> list[Neuron]:
-        """Neurons with positive score, negative score, or all of them."""
+        """Neurons with positive score, negative score, or all of them.
+
+        An unknown ``signs`` raises :class:`~workbench.errors.SteeringError` (an
+        :class:`~workbench.errors.InvalidArgumentError`), as steering does.
+        """
+        check_signs(signs)
         if signs == "all":
             return list(self.neurons)
         if signs == "positive":
             return [n for n in self.neurons if n.score > 0]
-        if signs == "negative":
-            return [n for n in self.neurons if n.score < 0]
-        raise InvalidArgumentError(f"signs must be 'all', 'positive' or 'negative', not {signs!r}")
+        return [n for n in self.neurons if n.score < 0]
 
     def by_layer(self, signs: Signs = "all") -> dict[int, torch.Tensor]:
         """Layer -> int64 tensor of neuron indices, for the chosen signs."""
@@ -310,7 +320,7 @@ class Circuit:
 
     @classmethod
     def load(cls, path: str | Path,
-             model: WorkbenchModel | dict[str, Any] | None = None) -> Circuit:
+             model: ModelInfo | dict[str, Any] | None = None) -> Circuit:
         """Read a circuit file; with ``model``, also check it was made for that shape.
 
         Example:
@@ -339,7 +349,7 @@ class Circuit:
             circuit.check_model(model)
         return circuit
 
-    def check_model(self, model: WorkbenchModel | dict[str, Any]) -> None:
+    def check_model(self, model: ModelInfo | dict[str, Any]) -> None:
         """Raise :class:`CircuitMismatchError` unless ``model`` has this circuit's shape.
 
         Architecture, number of layers and MLP width must match; the model *name* may

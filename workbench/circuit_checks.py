@@ -22,6 +22,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from .config import DiscoverConfig
 from .errors import CircuitFormatError, InvalidArgumentError
 
 _AGAIN = "the file is damaged: discover the circuit again"
@@ -141,8 +142,6 @@ def _check_selection(selection: Mapping[str, Any], n_layers: int, source: str) -
 
 def _check_config(config: Any, n_layers: int, source: str) -> None:
     """The :class:`~workbench.config.DiscoverConfig` saved in ``selection.config``."""
-    from .config import DiscoverConfig
-
     if not isinstance(config, Mapping):
         raise _wrong(source, "selection.config", config, "an object")
     layers = config.get("exclude_layers", [])

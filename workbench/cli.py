@@ -39,6 +39,7 @@ from .config import (
 from .embedded import DEFAULT_MODEL
 from .errors import WorkbenchError
 from .search_space import SearchSpace
+from .values import POSITIONS, SIGNS, check_multiplier
 
 #: the discovery defaults the command line shows and uses
 DISCOVER = DiscoverConfig()
@@ -132,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--circuit", required=True)
     steer.add_argument("--multiplier", type=_float, required=True,
                        help="0 ablates, 1 is unchanged, >1 amplifies")
-    steer.add_argument("--positions", choices=("all", "prompt", "generated"), default="all")
-    steer.add_argument("--signs", choices=("all", "positive", "negative"), default="all")
+    steer.add_argument("--positions", choices=POSITIONS, default="all")
+    steer.add_argument("--signs", choices=SIGNS, default="all")
     steer.add_argument("--max-new-tokens", type=_int, default=GENERATION_MAX_NEW_TOKENS)
     steer.add_argument("--baseline", action="store_true",
                        help="also show the unsteered completion (multiplier 1)")
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     bake.add_argument("--circuit", required=True)
     bake.add_argument("--multiplier", type=_float, required=True,
                       help="0 ablates, 1 is unchanged, >1 amplifies (all positions)")
-    bake.add_argument("--signs", choices=("all", "positive", "negative"), default="all")
+    bake.add_argument("--signs", choices=SIGNS, default="all")
     bake.add_argument("--out", required=True, help="the model folder to write")
     bake.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
@@ -400,7 +401,8 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    from .cna import check_balance, discover
+    from .cna import check_balance
+    from .discovery import discover
     from .errors import InvalidArgumentError
     from .prompts import PromptSet
     from .report import layer_table
@@ -487,7 +489,7 @@ def _check_resume_file(out: str) -> None:
 
 def cmd_steer(args: argparse.Namespace) -> int:
     from .circuit import Circuit
-    from .steering import check_multiplier, generate
+    from .steering import generate
 
     circuit = Circuit.load(args.circuit)
     check_multiplier(args.multiplier)
@@ -512,7 +514,6 @@ def cmd_bake(args: argparse.Namespace) -> int:
     from .bake import save_baked
     from .circuit import Circuit
     from .outputs import check_output
-    from .steering import check_multiplier
 
     circuit = Circuit.load(args.circuit)
     check_multiplier(args.multiplier)

@@ -39,8 +39,8 @@ from typing import Any
 import pandas as pd
 
 from .circuit import Circuit, Overlap, overlap
-from .cna import discover
 from .config import CompareConfig
+from .discovery import discover
 from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.interventions import Intervention
@@ -49,7 +49,8 @@ from .io import atomic_write_text
 from .models import WorkbenchModel, load_model
 from .outputs import check_output
 from .results_files import read_results
-from .steering import check_multiplier, generate
+from .steering import generate
+from .values import check_multiplier
 
 #: the defaults of :class:`~workbench.config.CompareConfig` (defined there, once)
 DEFAULT_MODELS = CompareConfig.models

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import InvalidArgumentError
+from .values import check_fraction, check_multiplier, check_top_k
 
 #: Share of all MLP neurons kept in a circuit (the paper's 0.1%).
 DEFAULT_FRACTION = 0.001
@@ -100,11 +101,9 @@ class DiscoverConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_layers", _layers(self.exclude_layers))
         if self.top_k is not None:
-            _positive_int("top_k", self.top_k)
-        elif isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
-                or not 0 < self.fraction <= 1:
-            raise InvalidArgumentError(
-                f"fraction must be a number in (0, 1], not {self.fraction!r}")
+            check_top_k(self.top_k)
+        else:
+            check_fraction(self.fraction)
         if isinstance(self.universal_threshold, bool) \
                 or not isinstance(self.universal_threshold, (int, float)) \
                 or not 0 < self.universal_threshold <= 1:
@@ -325,8 +324,6 @@ def _models(models: Any) -> tuple[str, ...]:
 
 
 def _multipliers(multipliers: Any) -> tuple[float, ...]:
-    from .steering import check_multiplier  # here, so that importing this module stays light
-
     if isinstance(multipliers, (str, bytes)) or not hasattr(multipliers, "__iter__"):
         raise InvalidArgumentError(f"multipliers must be a list of numbers, e.g. [0, 1, 2], "
                                    f"not {multipliers!r}")

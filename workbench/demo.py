@@ -21,11 +21,12 @@ import time
 
 import pandas as pd
 
-from . import discover, load_model
 from .compare import steering_summary
 from .config import COMPARISON_MAX_NEW_TOKENS
+from .discovery import discover
 from .evaluation import load_benchmark
 from .filtering import filter_by_behaviour
+from .models import load_model
 from .report import layer_table, side_by_side
 from .steering import generate
 

@@ -34,12 +34,13 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
-from .circuit import Circuit, Signs
+from .circuit import Circuit
 from .config import STEERING_VIEW_MAX_NEW_TOKENS
 from .errors import InvalidArgumentError
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice
-from .steering import Positions, check_multiplier, generate
+from .steering import generate
+from .values import Positions, Signs, check_multiplier
 
 if TYPE_CHECKING:  # pandas loads on first use
     import pandas as pd

@@ -47,7 +47,8 @@ from .errors import BehaviourFilterError, InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
-from .steering import check_max_new_tokens, generate
+from .steering import generate
+from .values import check_max_new_tokens
 
 #: A completion classifier: True when the completion shows the behaviour.
 Classifier = Callable[[str], bool]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
+from .adapter_files import check_lora_adapter
 from .architectures import (
     ArchitectureAdapter,
     adapter_for_model_type,
@@ -43,6 +44,7 @@ from .errors import InvalidArgumentError, ModelLoadError, PromptTooLongError, Wo
 from .model_files import check_gguf, check_model_folder
 from .prompts import ChatTemplateChoice, Prompting, format_prompts, resolve_prompting
 from .remote import Remote, check_ready, check_remote
+from .weight_delta import DELTA_FILE, apply_delta, load_delta
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -447,9 +449,6 @@ def _merge_adapter(base: Path, adapter: Path, out: Path) -> None:
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .adapter_files import check_lora_adapter
-    from .safety.late_mlp import DELTA_FILE, apply_delta, load_delta
 
     if not (adapter / DELTA_FILE).is_file():
         check_lora_adapter(adapter)  # load_delta checks a weight delta itself

@@ -45,9 +45,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .circuit import Circuit, Signs
+from .circuit import Circuit
 from .cna import select_top
 from .config import EVALUATION_BATCH_SIZE, SEARCH_MAX_NEW_TOKENS
+from .discovery import discover
 from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.drift import HarmlessDrift
@@ -59,6 +60,7 @@ from .models import WorkbenchModel
 from .outputs import check_output
 from .prompts import PromptSet
 from .search_space import BUILTIN_CONTRASTS, SearchSpace, band_start
+from .values import Signs
 
 #: The paper's setting, the first trial of every new study.
 PAPER_TRIAL = {"contrast": "jbb-pair", "fraction": 0.001, "band": "all", "signs": "all",
@@ -278,8 +280,6 @@ class GateSearch:
         return ranking
 
     def _discover(self, name: str) -> Ranking:
-        import workbench as wb
-
         harmful = load_benchmark("jbb-harmful", split="discover")
         benign = load_benchmark("jbb-benign", split="discover")
         options: dict[str, Any] = {"fraction": self.space.max_fraction,
@@ -298,7 +298,7 @@ class GateSearch:
             raise InvalidArgumentError(
                 f"the contrast {name!r} holds {len(scored)} of the held-out prompts the "
                 "search scores on; discover on other prompts, or the scores are in-sample")
-        circuit = wb.discover(self.model, positive, negative, **options)
+        circuit = discover(self.model, positive, negative, **options)
         assert circuit.contrast is not None  # discover() keeps its statistics
         return Ranking(name, circuit.contrast.delta, circuit.contrast.universal.clone(),
                        circuit, used)

@@ -59,11 +59,11 @@ from .architectures import get_path
 from .errors import SteeringError
 from .locks import model_lock
 from .models import WorkbenchModel
+from .values import POSITIONS as POSITIONS  # re-exported: workbench.sites.POSITIONS
+from .values import Positions, check_positions
 
 Site = Literal["input", "output", "residual"]
 SITES: tuple[Site, ...] = ("input", "output", "residual")
-Positions = Literal["all", "prompt", "generated"]
-POSITIONS: tuple[Positions, ...] = ("all", "prompt", "generated")
 
 #: nnsight warns when an open ``tracer.all()`` loop outlives the generation; by design.
 _OPEN_LOOP_WARNING = ".*was never reached.*"
@@ -127,8 +127,7 @@ class Edit:
     positions: Positions = "all"
 
     def __post_init__(self) -> None:
-        if self.positions not in POSITIONS:
-            raise SteeringError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_positions(self.positions)
 
     def layers(self) -> list[int]:
         """The layers whose blocks this edit touches, ascending (a projection touches every

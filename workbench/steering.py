@@ -20,8 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -29,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .activations import collect
-from .circuit import Circuit, Signs
+from .circuit import Circuit
 from .config import FORWARD_BATCH_SIZE, GENERATION_BATCH_SIZE, GENERATION_MAX_NEW_TOKENS
 from .decoding import greedy_continuous, supports_continuous
 from .errors import SteeringError
@@ -37,48 +35,22 @@ from .locks import model_lock
 from .models import WorkbenchModel
 from .packing import packed_linears
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
-from .sites import POSITIONS, Edit, Positions, edited, traced_generate
+from .sites import Edit, edited, traced_generate
+from .values import (
+    POSITIONS,
+    SIGNS,
+    Positions,
+    Signs,
+    check_max_new_tokens,
+    check_multiplier,
+    check_positions_signs,
+)
 
+# The allowed values and argument checks live in workbench.values; they are re-exported
+# here, where the steering API has always offered them.
 __all__ = ["POSITIONS", "SIGNS", "Positions", "add_vector", "caa_vector", "check_max_new_tokens",
            "check_multiplier", "check_positions_signs", "circuit_edit", "generate", "steer",
            "vector_edit"]
-
-SIGNS = ("all", "positive", "negative")
-
-
-def check_multiplier(multiplier: Any, what: str = "multiplier") -> float:
-    """Return ``multiplier`` as a float, or raise :class:`SteeringError` if it is not a number.
-
-    Example:
-        >>> check_multiplier(0)
-        0.0
-    """
-    if isinstance(multiplier, torch.Tensor) and multiplier.numel() == 1:
-        multiplier = multiplier.item()
-    if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real):
-        raise SteeringError(
-            f"{what} must be a number (0 ablates, 1 leaves the model unchanged, >1 amplifies), "
-            f"not {multiplier!r}"
-        )
-    value = float(multiplier)
-    if not math.isfinite(value):
-        raise SteeringError(f"{what} must be finite, not {value}")
-    return value
-
-
-def check_positions_signs(positions: Any, signs: Any) -> None:
-    """Refuse ``positions`` / ``signs`` values that :func:`steer` does not know."""
-    if positions not in POSITIONS:
-        raise SteeringError(f"positions must be one of {POSITIONS}, not {positions!r}")
-    if signs not in SIGNS:
-        raise SteeringError(f"signs must be one of {SIGNS}, not {signs!r}")
-
-
-def check_max_new_tokens(max_new_tokens: Any) -> None:
-    """Refuse a token budget that is not a positive integer (a bool is not one)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-            or max_new_tokens < 1:
-        raise SteeringError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
 
 
 @contextlib.contextmanager

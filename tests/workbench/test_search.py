@@ -78,7 +78,7 @@ def test_a_study_resumes_and_extends_without_discovering_again(searched, model, 
     def no_discovery(*_args, **_kwargs):
         raise AssertionError("discovered again")
 
-    monkeypatch.setattr(workbench, "discover", no_discovery)
+    monkeypatch.setattr("workbench.search.discover", no_discovery)
     again = GateSearch(model, searched.storage, SPACE, drift=drift, **OPTIONS)
     before = searched.trials()
     again.run(1)

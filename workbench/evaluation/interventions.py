@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from ..ablation import direction_edit
-from ..circuit import Circuit, Neuron, Signs
+from ..circuit import Circuit, Neuron
 from ..errors import InvalidArgumentError, SteeringError
 from ..models import WorkbenchModel
 from ..sites import Edit, edited
-from ..steering import Positions, check_multiplier, circuit_edit, vector_edit
+from ..steering import circuit_edit, vector_edit
+from ..values import Positions, Signs, check_multiplier
 
 if TYPE_CHECKING:  # for an annotation only
     from ..direction import RefusalDirection

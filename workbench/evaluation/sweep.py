@@ -40,7 +40,8 @@ from ..models import WorkbenchModel
 from ..outputs import check_output
 from ..prompts import PromptSet
 from ..results_files import read_results
-from ..steering import check_multiplier, generate
+from ..steering import generate
+from ..values import check_multiplier
 from .benchmarks import load_benchmark
 from .drift import HarmlessDrift
 from .interventions import Intervention

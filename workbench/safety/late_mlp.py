@@ -8,11 +8,11 @@ a *controlled variant*, not how the paper's instruct models were aligned.
 
 The result ships as a weight delta (``weight_delta.safetensors``, float16, one tensor
 per tuned matrix, ``tuned - untuned``) with a ``manifest.json``; loading adds it to the
-untuned weights. An optional group-sparsity penalty (``group_sparsity`` = lambda > 0)
-is ``lambda * sum_j ||delta_j||_2`` over neurons ``j`` (gate row j, up row j, down column
-j of each tuned layer), applied as a proximal step after every optimiser step
-(:func:`shrink_neurons`): neurons whose change stays small return exactly to their
-untuned weights, so the change sits on fewer neurons.
+untuned weights (the file format: :mod:`workbench.weight_delta`). An optional
+group-sparsity penalty (``group_sparsity`` = lambda > 0) is ``lambda * sum_j ||delta_j||_2``
+over neurons ``j`` (gate row j, up row j, down column j of each tuned layer), applied as
+a proximal step after every optimiser step (:func:`shrink_neurons`): neurons whose change
+stays small return exactly to their untuned weights, so the change sits on fewer neurons.
 
 ``neurons = k`` confines the change to a fixed subset chosen before training: the ``k``
 neurons of the tuned layers that CNA ranks highest on the *training* prompts (harmful vs
@@ -37,24 +37,28 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..adapter_files import check_manifest, read_weight_delta
+from ..discovery import discover
 from ..errors import WorkbenchError
-from ..io import atomic_write_bytes
 from ..models import WorkbenchModel, from_hf
+from ..weight_delta import (  # the file format; DELTA_FILE and its functions are re-exported
+    DELTA_FILE,
+    NEURONS_KEY,
+    apply_delta,
+    load_delta,
+    neuron_axis,
+    save_delta,
+)
+from .batching import batches
 from .data import SafetyData
 
-DELTA_FILE = "weight_delta.safetensors"
+__all__ = ["DELTA_FILE", "LATE_MLP_RECIPE_VERSION", "MATRICES", "NEURONS_KEY", "LateMlpRecipe",
+           "apply_delta", "confined_neurons", "delta_summary", "keep_only", "load_delta",
+           "load_tuned_delta", "neuron_norms", "save_delta", "shrink_neurons", "train_late_mlp",
+           "tuned_parameters"]
+
 LATE_MLP_RECIPE_VERSION = "late-mlp-1"
 #: recipe name of a matrix -> attribute of a gated MLP block (Llama family)
 MATRICES = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
-
-#: name of the index tensor beside a layer's restricted deltas: "<layer prefix>.mlp.neurons"
-NEURONS_KEY = "neurons"
-
-
-def _neuron_axis(name: str) -> int:
-    """The axis of a tuned matrix that indexes MLP neurons (down: columns; gate/up: rows)."""
-    return 1 if name.endswith("down_proj.weight") else 0
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ def shrink_neurons(tuned: dict[str, torch.nn.Parameter], original: dict[str, tor
                 if not name.startswith(prefix):
                     continue
                 factor = factors[row].to(parameter.dtype)  # [d_mlp]
-                shaped = factor[None, :] if _neuron_axis(name) == 1 else factor[:, None]
+                shaped = factor[None, :] if neuron_axis(name) == 1 else factor[:, None]
                 parameter.copy_(original[name] + deltas[name] * shaped)
 
 
@@ -168,8 +172,6 @@ def confined_neurons(model: WorkbenchModel, data: SafetyData, recipe: LateMlpRec
     """
     if recipe.neurons is None:
         return None
-    from ..cna import discover
-
     layers = recipe.tuned_layers(model.n_layers)
     circuit = discover(model, [p for p, _ in data.harmful], [p for p, _ in data.benign],
                        top_k=recipe.neurons,
@@ -187,12 +189,12 @@ def keep_only(tuned: dict[str, torch.nn.Parameter], original: dict[str, torch.Te
             names = [name for name in tuned if name.startswith(prefix)]
             if not names:
                 continue
-            axis = _neuron_axis(names[0])
+            axis = neuron_axis(names[0])
             d_mlp = tuned[names[0]].shape[axis]
             frozen = torch.ones(d_mlp, dtype=torch.bool)  # [d_mlp]
             frozen[[index for at, index in allowed if at == layer]] = False
             for name in names:
-                parameter, axis = tuned[name], _neuron_axis(name)
+                parameter, axis = tuned[name], neuron_axis(name)
                 if axis == 0:
                     parameter[frozen] = original[name][frozen]
                 else:
@@ -209,8 +211,6 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
     :func:`confined_neurons`). Returns ``name -> tuned - untuned`` (float32) for every
     tuned matrix, and the loss of every step. ``model`` itself is left unchanged.
     """
-    from .lora import _batches
-
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     work = copy.deepcopy(model.hf_model)
@@ -235,7 +235,7 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
     with tqdm(total=total, desc="late-MLP safety tuning", unit="step",
               disable=not progress) as bar:
         for _epoch in range(recipe.epochs):
-            for input_ids, mask, labels in _batches(encoded, recipe.batch_size,
+            for input_ids, mask, labels in batches(encoded, recipe.batch_size,
                                                     model.tokenizer.pad_token_id, rng):
                 if len(losses) >= total:
                     break
@@ -255,75 +255,6 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
     deltas = {name: (p.detach() - original[name]) for name, p in tuned.items()}
     del work
     return deltas, losses
-
-
-def save_delta(deltas: dict[str, torch.Tensor], out_dir: Path, metadata: dict[str, str]) -> Path:
-    """Write ``deltas`` as float16 safetensors into ``out_dir``, only the changed neurons.
-
-    Per tuned layer, ``<layers>.<i>.mlp.neurons`` (int64 ``[k]``) lists the neurons whose
-    change is not zero in any tuned matrix, and each matrix holds only those: gate/up rows
-    ``[k, d_model]``, down columns ``[d_model, k]``. With group sparsity this is a small
-    file; without, ``k = d_mlp``. The full ``d_mlp`` is in the header metadata.
-    """
-    from safetensors.torch import save
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / DELTA_FILE
-    half = {name: d.to(torch.float16) for name, d in deltas.items()}
-    tensors: dict[str, torch.Tensor] = {}
-    d_mlp = 0
-    for prefix in sorted({name.rsplit(".", 2)[0] for name in half}):  # "<layers>.<i>.mlp"
-        names = sorted(n for n in half if n.rsplit(".", 2)[0] == prefix)
-        d_mlp = half[names[0]].shape[_neuron_axis(names[0])]
-        changed = torch.zeros(d_mlp, dtype=torch.bool)  # [d_mlp]
-        for name in names:
-            other = 1 - _neuron_axis(name)
-            changed |= half[name].ne(0).any(dim=other)
-        kept = changed.nonzero().flatten()  # [k]
-        tensors[f"{prefix}.{NEURONS_KEY}"] = kept
-        for name in names:
-            tensors[name] = half[name].index_select(_neuron_axis(name), kept).contiguous()
-    atomic_write_bytes(path, save(tensors, metadata={"format": "pt", "d_mlp": str(d_mlp),
-                                                     **metadata}))
-    return path
-
-
-def load_delta(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The float16 deltas of a late-MLP folder, by parameter name, at full shape.
-
-    The folder's manifest (if any) and the delta file are checked first
-    (:func:`~workbench.adapter_files.read_weight_delta`): a damaged file raises
-    :class:`~workbench.errors.ModelLoadError`.
-    """
-    check_manifest(folder)
-    d_mlp, tensors = read_weight_delta(Path(folder) / DELTA_FILE)
-    deltas = {}
-    for name, values in tensors.items():
-        if name.endswith(f".{NEURONS_KEY}"):
-            continue
-        kept = tensors[f"{name.rsplit('.', 2)[0]}.{NEURONS_KEY}"]  # [k]
-        axis = _neuron_axis(name)
-        shape = list(values.shape)
-        shape[axis] = d_mlp
-        full = torch.zeros(shape, dtype=values.dtype)
-        full.index_copy_(axis, kept, values)
-        deltas[name] = full
-    return deltas
-
-
-def apply_delta(hf_model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> None:
-    """Add each delta to the parameter of the same name, in place (float32 arithmetic)."""
-    with torch.no_grad():
-        for name, delta in deltas.items():
-            try:
-                parameter = hf_model.get_parameter(name)
-            except AttributeError:
-                raise WorkbenchError(f"the weight delta names {name}, which this model "
-                                     "lacks: it was made for another model") from None
-            if parameter.shape != delta.shape:
-                raise WorkbenchError(f"the delta of {name} is {list(delta.shape)}; the model's "
-                                     f"weight is {list(parameter.shape)}")
-            parameter.add_(delta.to(parameter.device, torch.float32).to(parameter.dtype))
 
 
 def load_tuned_delta(model: WorkbenchModel, folder: str | Path, name: str | None = None,

@@ -32,15 +32,15 @@ from ..models import WorkbenchModel, from_hf, load_model
 from ..outputs import check_output
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..steering import generate
+from ..weight_delta import DELTA_FILE, save_delta
+from .batching import batches
 from .data import SAFETY_DIR, SafetyData, build_data
 from .late_mlp import (
-    DELTA_FILE,
     LATE_MLP_RECIPE_VERSION,
     LateMlpRecipe,
     confined_neurons,
     delta_summary,
     load_tuned_delta,
-    save_delta,
     train_late_mlp,
 )
 from .metrics import LATE_TARGETS, TARGETS, safety_metrics
@@ -96,23 +96,6 @@ def encode_examples(model: WorkbenchModel, data: SafetyData, max_length: int,
             for p, r in data.examples()]
 
 
-def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-             rng: random.Random):
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        rows = [encoded[i] for i in order[start:start + batch_size]]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), pad_id)  # [batch, pos], right-padded
-        labels = torch.full((len(rows), width), -100)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, (ids, target) in enumerate(rows):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, :len(target)] = torch.tensor(target)
-            mask[row, :len(ids)] = 1
-        yield input_ids, mask, labels
-
-
 def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
                progress: bool = True) -> tuple[Any, list[float]]:
     """Wrap ``model.hf_model`` with LoRA on all linear layers and train on ``data``.
@@ -141,7 +124,7 @@ def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
         with tqdm(total=total, desc="LoRA safety tuning", unit="step",
                   disable=not progress) as bar:
             for _epoch in range(recipe.epochs):
-                for input_ids, mask, labels in _batches(encoded, recipe.batch_size,
+                for input_ids, mask, labels in batches(encoded, recipe.batch_size,
                                                         model.tokenizer.pad_token_id, rng):
                     if len(losses) >= total:
                         break

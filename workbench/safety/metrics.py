@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..cna import discover
 from ..config import EVALUATION_BATCH_SIZE, EVALUATION_MAX_NEW_TOKENS
+from ..discovery import discover
 from ..evaluation.benchmarks import load_benchmark
 from ..evaluation.interventions import Intervention
 from ..evaluation.mmlu import mmlu

@@ -523,8 +523,38 @@ class _Writers:
                     for layer in layers}
 
 
-# The projections are written out inline in the traces below (not through
-# Projection.apply): a trace for NDIF may only call torch, not the workbench.
+def _edit_layer(plan: _Plan, layer: int, downs: Mapping[int, Any], writers: _Writers,
+                read: Callable[[Site], None] | None = None) -> None:
+    """Apply ``plan`` to one layer inside a trace, touching the modules in execution order:
+    block input, attention write, the down-projection's input, then its output, then the
+    MLP write. ``read(site)`` is called where that site is read: as with hooks (nnsight's
+    own hook sees a module's output before a forward hook changes it), the input after its
+    edit and the output before the addition."""
+    if layer == 0:
+        for r, drop in plan.projections:  # the embeddings' write
+            hidden = writers.blocks[0].input
+            wide = hidden.to(r.dtype)
+            hidden[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+    for vector in plan.residual.get(layer, []):
+        writers.blocks[layer].input[:] += vector
+    if read is not None:
+        read("residual")
+    for r, drop in plan.projections:
+        output = writers.attention[layer].output
+        written = output[0] if isinstance(output, tuple) else output
+        wide = written.to(r.dtype)
+        written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+    for factor in plan.factors.get(layer, []):
+        downs[layer].input[:] *= factor
+    if read is not None:
+        read("input")
+        read("output")
+    for delta in plan.deltas.get(layer, []):
+        downs[layer].output[:] += delta
+    for r, drop in plan.projections:
+        written = writers.mlp[layer].output
+        wide = written.to(r.dtype)
+        written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
 
 
 def read_last_token(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
@@ -623,40 +653,23 @@ def _read(model: WorkbenchModel, inputs: dict[str, torch.Tensor], site: Site,
     with model_lock(model), torch.no_grad(), remote_runs.reported(model), model.nnsight.trace(
             input_ids, **arguments, **model.last_position_only(),
             **remote_runs.trace_options(model)) as tracer:
-        # Touch the modules in execution order: block input, attention write, the
-        # down-projection's input, then its output, then the MLP write. As with hooks
-        # (nnsight's own hook sees a module's output before a forward hook changes it),
-        # the input is read after its edit and the output before the addition.
-        read = []
+        read: list[torch.Tensor] = []
+
+        def reader(layer: int) -> Callable[[Site], None]:
+            def read_site(at: Site) -> None:
+                if at != site or layer not in wanted:
+                    return
+                if site == "residual":
+                    read.append(blocks[layer].input[:, last, :])
+                elif site == "input":
+                    value = downs[layer].input[:, last, :]
+                    read.append(value if columns is None else value[..., columns[layer]])
+                else:
+                    read.append(downs[layer].output[:, last, :].clone())
+            return read_site
+
         for layer in touched:
-            factors, deltas = plan.factors.get(layer, []), plan.deltas.get(layer, [])
-            if layer == 0:
-                for r, drop in plan.projections:  # the embeddings' write
-                    hidden = writers.blocks[0].input
-                    wide = hidden.to(r.dtype)
-                    hidden[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
-            for vector in plan.residual.get(layer, []):
-                writers.blocks[layer].input[:] += vector
-            if site == "residual" and layer in wanted:
-                read.append(blocks[layer].input[:, last, :])
-            for r, drop in plan.projections:
-                output = writers.attention[layer].output
-                written = output[0] if isinstance(output, tuple) else output
-                wide = written.to(r.dtype)
-                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
-            for factor in factors:
-                downs[layer].input[:] *= factor
-            if site == "input" and layer in wanted:
-                value = downs[layer].input[:, last, :]
-                read.append(value if columns is None else value[..., columns[layer]])
-            if site == "output" and layer in wanted:
-                read.append(downs[layer].output[:, last, :].clone())
-            for delta in deltas:
-                downs[layer].output[:] += delta
-            for r, drop in plan.projections:
-                written = writers.mlp[layer].output
-                wide = written.to(r.dtype)
-                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+            _edit_layer(plan, layer, downs, writers, reader(layer))
         saved = nnsight.save(read)
     saved = remote_runs.result(model, tracer, "saved", saved)
     return list(saved)
@@ -697,26 +710,7 @@ def traced_generate(model: WorkbenchModel, inputs: dict[str, torch.Tensor],
                         if not plan:  # a step with nothing to change still waits for its pass
                             downs[touched[0]].input  # noqa: B018 - the read is the wait
                         for layer in touched:
-                            if layer == 0:
-                                for r, drop in plan.projections:  # the embeddings' write
-                                    hidden = writers.blocks[0].input
-                                    wide = hidden.to(r.dtype)
-                                    hidden[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
-                            for vector in plan.residual.get(layer, []):
-                                writers.blocks[layer].input[:] += vector
-                            for r, drop in plan.projections:
-                                output = writers.attention[layer].output
-                                written = output[0] if isinstance(output, tuple) else output
-                                wide = written.to(r.dtype)
-                                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
-                            for factor in plan.factors.get(layer, []):
-                                downs[layer].input[:] *= factor
-                            for delta in plan.deltas.get(layer, []):
-                                downs[layer].output[:] += delta
-                            for r, drop in plan.projections:
-                                written = writers.mlp[layer].output
-                                wide = written.to(r.dtype)
-                                written[:] = wide - drop * (wide @ r).unsqueeze(-1) * r
+                            _edit_layer(plan, layer, downs, writers)
             with tracer.invoke():
                 ids = tracer.result.save()
     return remote_runs.result(model, tracer, "ids", ids)  # [batch, pos + new]

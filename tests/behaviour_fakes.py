@@ -22,7 +22,7 @@ def answer(prompt: str) -> str:
 
 
 class ScriptedCompletions:
-    """Called like :func:`workbench.steering.generate`; returns scripted completions."""
+    """Called like :func:`workbench.generation.generate`; returns scripted completions."""
 
     def __init__(self, refused: Iterable[str] = ()) -> None:
         self.refused = set(refused)

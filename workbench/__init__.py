@@ -13,6 +13,7 @@ Example:
 
 from .ablation import ablate_direction, scale_direction
 from .architectures import ArchitectureAdapter, register_adapter, supported_model_types
+from .caa import caa_vector
 from .circuit import Circuit, Neuron, Overlap, overlap
 from .config import DiscoverConfig
 from .direction import RefusalDirection, refusal_direction
@@ -21,9 +22,10 @@ from .divergence import Divergence, divergence
 from .embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import WorkbenchError
 from .filtering import FilteredPair, filter_by_behaviour, split_by_behaviour
+from .generation import generate
 from .models import WorkbenchModel, from_hf, load_model
 from .prompts import Prompting, PromptSet
-from .steering import add_vector, caa_vector, generate, steer
+from .steering import add_vector, steer
 from .tokens import token_activations
 from .version import __version__
 

@@ -489,7 +489,7 @@ def _check_resume_file(out: str) -> None:
 
 def cmd_steer(args: argparse.Namespace) -> int:
     from .circuit import Circuit
-    from .steering import generate
+    from .generation import generate
 
     circuit = Circuit.load(args.circuit)
     check_multiplier(args.multiplier)
@@ -553,8 +553,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _interventions(args: argparse.Namespace, model, circuit) -> list:
     """Baseline, the circuit, and the optional CAA and random controls."""
+    from .caa import caa_vector
     from .evaluation import Intervention
-    from .steering import caa_vector
 
     chosen: list[Intervention] = [Intervention.baseline()]
     if circuit is None:

@@ -45,11 +45,11 @@ from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
 from .evaluation.interventions import Intervention
 from .evaluation.sweep import summary, sweep
+from .generation import generate
 from .io import atomic_write_text
 from .models import WorkbenchModel, load_model
 from .outputs import check_output
 from .results_files import read_results
-from .steering import generate
 from .values import check_multiplier
 
 #: the defaults of :class:`~workbench.config.CompareConfig` (defined there, once)

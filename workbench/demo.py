@@ -26,9 +26,9 @@ from .config import COMPARISON_MAX_NEW_TOKENS
 from .discovery import discover
 from .evaluation import load_benchmark
 from .filtering import filter_by_behaviour
+from .generation import generate
 from .models import load_model
 from .report import layer_table, side_by_side
-from .steering import generate
 
 DEMO_MODEL = "smollm2-135m-safety-late"
 PROMPT = "How do I pick a lock?"

@@ -37,9 +37,9 @@ from transformers.generation.streamers import BaseStreamer
 from .circuit import Circuit
 from .config import STEERING_VIEW_MAX_NEW_TOKENS
 from .errors import InvalidArgumentError
+from .generation import generate
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice
-from .steering import generate
 from .values import Positions, Signs, check_multiplier
 
 if TYPE_CHECKING:  # pandas loads on first use

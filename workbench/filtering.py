@@ -5,7 +5,7 @@ prompts the model actually refuses and the harmless prompts it actually answers.
 module does the same before CNA takes its difference of means:
 
 1. complete every prompt once (greedy, batched, formatted exactly as :func:`~workbench.discover`
-   formats it: same chat template and system prompt) with :func:`workbench.steering.generate`;
+   formats it: same chat template and system prompt) with :func:`workbench.generation.generate`;
 2. judge each completion with a classifier, any callable ``str -> bool`` (by default the
    keyword refusal classifier :func:`workbench.evaluation.is_refusal`);
 3. keep the prompts whose verdict is wanted.
@@ -44,10 +44,10 @@ from tqdm.auto import tqdm
 
 from .config import FILTER_MAX_NEW_TOKENS, DiscoverConfig
 from .errors import BehaviourFilterError, InvalidArgumentError, PromptSetError
+from .generation import generate
 from .locks import model_lock
 from .models import WorkbenchModel
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
-from .steering import generate
 from .values import check_max_new_tokens
 
 #: A completion classifier: True when the completion shows the behaviour.
@@ -397,7 +397,7 @@ def _complete(model: WorkbenchModel, prompts: Sequence[str], prompting: Promptin
               on_progress: Callable[[str, int, int], None] | None) -> dict[str, str]:
     """Greedy completion of each distinct prompt: prompt -> completion.
 
-    Prompts go to :func:`~workbench.steering.generate` in the batches it would form itself
+    Prompts go to :func:`~workbench.generation.generate` in the batches it would form itself
     (sorted by length), one call per batch, so that progress can be reported.
     """
     check_max_new_tokens(max_new_tokens)

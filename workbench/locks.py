@@ -2,7 +2,7 @@
 
 Steering hooks and nnsight's tracing act on every forward pass of a model, whichever
 thread makes it. Activation collection (:func:`workbench.activations.collect`),
-generation (:func:`workbench.steering.generate`), MMLU scoring and the steering contexts
+generation (:func:`workbench.generation.generate`), MMLU scoring and the steering contexts
 (:func:`workbench.steering.steer`, :func:`workbench.steering.add_vector`, for as long as
 their hooks are registered) hold :func:`model_lock`, so a notebook cell that discovers a
 circuit or opens a ``with steer(...)`` block waits for a widget's background generation

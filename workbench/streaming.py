@@ -1,6 +1,6 @@
 """Stream a completion token by token, with cancellation and one generation per model.
 
-:func:`stream_generate` runs :func:`workbench.steering.generate` for one prompt with a
+:func:`stream_generate` runs :func:`workbench.generation.generate` for one prompt with a
 streamer that reports the text so far after every token, and a stopping criterion that
 ends the generation as soon as its :class:`CancelToken` is cancelled (from any thread).
 Steering hooks are removed when the generation ends, cancelled or not.
@@ -35,9 +35,9 @@ from transformers.generation.streamers import BaseStreamer
 from .circuit import Circuit
 from .config import GENERATION_MAX_NEW_TOKENS
 from .decoding import eos_ids
+from .generation import generate
 from .locks import model_lock
 from .models import WorkbenchModel
-from .steering import generate
 
 __all__ = ["CancelCriteria", "CancelToken", "StreamResult", "TextStreamer", "model_lock",
            "stream_generate"]
@@ -121,7 +121,7 @@ def stream_generate(model: WorkbenchModel, prompt: str, *,
 
     Holds :func:`model_lock` for the whole generation. A cancelled token stops the
     generation after the current token (or before it starts), and the result says so.
-    Other keyword arguments go to :func:`workbench.steering.generate` (``positions``,
+    Other keyword arguments go to :func:`workbench.generation.generate` (``positions``,
     ``signs``, ``chat_template``, ``do_sample``...).
 
     Example:

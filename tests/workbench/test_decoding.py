@@ -77,7 +77,7 @@ def test_generate_takes_the_continuous_path_and_reports_each_row(tiny_llama, mon
                                                                          inner(n))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(workbench.steering, "greedy_continuous", counting)
+    monkeypatch.setattr(workbench.generation, "greedy_continuous", counting)
     assert workbench.generate(tiny_llama, PROMPTS, max_new_tokens=NEW_TOKENS,
                               batch_size=3) == expected
     assert sum(finished) == len(PROMPTS)

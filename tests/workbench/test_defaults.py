@@ -48,7 +48,7 @@ from workbench.filtering import (
 from workbench.neurons import neuron_activations
 from workbench.safety.metrics import gate_metrics, safety_metrics, unused_benign_refusal
 from workbench.search import GateSearch
-from workbench.steering import caa_vector
+from workbench.caa import caa_vector
 from workbench.streaming import stream_generate
 from workbench.tokens import token_activations
 

@@ -35,12 +35,12 @@ from tqdm.auto import tqdm
 
 from ..config import EVALUATION_BATCH_SIZE, EVALUATION_MAX_NEW_TOKENS
 from ..errors import InvalidArgumentError
+from ..generation import generate
 from ..io import atomic_write_bytes
 from ..models import WorkbenchModel
 from ..outputs import check_output
 from ..prompts import PromptSet
 from ..results_files import read_results
-from ..steering import generate
 from ..values import check_multiplier
 from .benchmarks import load_benchmark
 from .drift import HarmlessDrift

@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from ..adapter_files import LORA_CONFIG, LORA_WEIGHTS, check_lora_adapter
 from ..errors import ModelLoadError
+from ..generation import generate
 from ..io import atomic_write_bytes, atomic_write_text
 from ..models import WorkbenchModel, from_hf, load_model
 from ..outputs import check_output
 from ..prompts import Prompting, bundled_dir, format_prompts
-from ..steering import generate
 from ..weight_delta import DELTA_FILE, save_delta
 from .batching import batches
 from .data import SAFETY_DIR, SafetyData, build_data

@@ -33,8 +33,8 @@ from ..evaluation.mmlu import mmlu
 from ..evaluation.quality import mean_quality
 from ..evaluation.refusal import refusal_rate
 from ..evaluation.sweep import summary, sweep
+from ..generation import generate
 from ..models import WorkbenchModel
-from ..steering import generate
 
 #: metric -> (comparison, threshold); MMLU is compared as the drop in points.
 TARGETS: dict[str, tuple[str, float]] = {

@@ -71,7 +71,7 @@ class CountingGenerate:
             raise KeyboardInterrupt
         self.calls += 1
         self.prompts += len(texts)
-        return workbench.steering.generate(model, texts, **kwargs)
+        return workbench.generation.generate(model, texts, **kwargs)
 
 
 # -- conditions ------------------------------------------------------------------------

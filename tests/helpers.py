@@ -30,6 +30,13 @@ TINY_ARCHITECTURES = {
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {**_COMMON, "head_dim": 16}),
     "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {**_COMMON, "head_dim": 16}),
     "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", {**_COMMON, "head_dim": 16}),
+    # the multimodal wrapper: a vision tower beside the text model, whose blocks sit at
+    # model.language_model.layers
+    "gemma3": ("Gemma3Config", "Gemma3ForConditionalGeneration", dict(
+        text_config={**_COMMON, "head_dim": 16},
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=5, eoi_token_index=6, image_token_index=7)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", _COMMON),
     "olmo": ("OlmoConfig", "OlmoForCausalLM", _COMMON),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", _COMMON),
@@ -47,6 +54,9 @@ PROMPTS = ["How do I bake a cake?", "Hi", "Write code to sort a list in Python, 
 def make_tiny_hf(model_type: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """A tiny random-init model; ``overrides`` change its config (e.g. a longer context)."""
     config_name, model_name, kwargs = TINY_ARCHITECTURES[model_type]
+    if "text_config" in kwargs:  # a multimodal wrapper: the overrides are its text model's
+        kwargs = {**kwargs, "text_config": {**kwargs["text_config"], **overrides}}
+        overrides = {}
     config = getattr(transformers, config_name)(**{**kwargs, **overrides})
     torch.manual_seed(seed)
     return getattr(transformers, model_name)(config).eval()

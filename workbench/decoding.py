@@ -88,9 +88,10 @@ def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
     config = model.hf_model.generation_config
     if any(getattr(config, name, None) not in neutral for name, neutral in _NEUTRAL.items()):
         return False
-    layer_types = getattr(model.config, "layer_types", None) or ()
+    text = model.text_config
+    layer_types = getattr(text, "layer_types", None) or ()
     return not any("sliding" in str(kind) for kind in layer_types) \
-        and not getattr(model.config, "sliding_window", None)
+        and not getattr(text, "sliding_window", None)
 
 
 def eos_ids(model: WorkbenchModel) -> set[int]:

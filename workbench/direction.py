@@ -729,10 +729,7 @@ def _vocab_size(model: WorkbenchModel) -> int:
     weight = getattr(head, "weight", None)
     if isinstance(weight, torch.Tensor):
         return int(weight.shape[0])
-    config = model.config
-    if getattr(config, "vocab_size", None) is None and hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    return int(config.vocab_size)
+    return int(model.text_config.vocab_size)
 
 
 def _validation_sets(positive: PromptSet, negative: PromptSet, validation: Any,

@@ -97,12 +97,16 @@ class WorkbenchModel:
         return mlp_width(self.down_proj(0))
 
     @property
+    def text_config(self) -> Any:
+        """The config of the language model: the config itself, or a multimodal wrapper's
+        ``text_config`` (Gemma 3), where the widths, context and sliding windows are."""
+        config = self.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    @property
     def d_model(self) -> int:
         """Width of the residual stream (``hidden_size`` of the text config)."""
-        config = self.config
-        if getattr(config, "hidden_size", None) is None and hasattr(config, "get_text_config"):
-            config = config.get_text_config()
-        return int(config.hidden_size)
+        return int(self.text_config.hidden_size)
 
     @property
     def n_neurons(self) -> int:
@@ -123,9 +127,7 @@ class WorkbenchModel:
     @property
     def context_length(self) -> int | None:
         """Longest input, in tokens, the model accepts (None if unknown)."""
-        value = getattr(self.config, "max_position_embeddings", None)
-        if value is None and hasattr(self.config, "get_text_config"):
-            value = getattr(self.config.get_text_config(), "max_position_embeddings", None)
+        value = getattr(self.text_config, "max_position_embeddings", None)
         return int(value) if value else None
 
     def down_proj(self, layer: int) -> torch.nn.Module:

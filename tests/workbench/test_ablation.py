@@ -18,7 +18,7 @@ from workbench.locks import model_lock
 
 def random_direction(model, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    vector = torch.randn(model.config.hidden_size, generator=generator)  # [d_model]
+    vector = torch.randn(model.d_model, generator=generator)  # [d_model]
     return vector / vector.norm()
 
 

@@ -52,7 +52,7 @@ def expected_last_token(model, prompts: list[str], prompting: Prompting) -> torc
             for handle in handles:
                 handle.remove()
         rows.append(torch.stack([
-            mlp_hidden_by_hand(model_type, block.mlp, captured[layer][None], model.config)[0]
+            mlp_hidden_by_hand(model_type, block.mlp, captured[layer][None], model.text_config)[0]
             for layer, block in enumerate(model.layers)]))
     return torch.stack(rows)
 
@@ -90,7 +90,7 @@ def test_collection_of_a_bfloat16_model_accumulates_in_float64(tiny_tokenizer):
 
 def test_output_site_has_model_width(tiny_model):
     stats = collect(tiny_model, PROMPTS[:2], site="output", progress=False)
-    assert stats.mean.shape == (tiny_model.n_layers, tiny_model.config.hidden_size)
+    assert stats.mean.shape == (tiny_model.n_layers, tiny_model.d_model)
 
 
 def test_batch_is_halved_on_out_of_memory(tiny_llama, monkeypatch):

@@ -272,7 +272,7 @@ def test_embedded_smollm_baked_equals_steering(smollm, tmp_path):
 # -- any intervention: a direction, a vector ---------------------------------------------
 
 #: Families that normalise each branch after it: their residual writes are norm outputs.
-POST_NORM = {"gemma2", "gemma3_text", "olmo2"}
+POST_NORM = {"gemma2", "gemma3", "gemma3_text", "olmo2"}
 
 
 def _direction(model) -> torch.Tensor:

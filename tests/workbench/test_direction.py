@@ -70,7 +70,7 @@ def test_direction_is_the_normalised_difference_of_means(tiny_model):
         assert found.scores[layer] == pytest.approx(float(norm / spread.sqrt()), rel=1e-3)
     assert found.layer == max(found.candidates, key=lambda l: found.scores[l])
     assert found.direction.dtype == torch.float32
-    assert found.direction.shape == (tiny_model.config.hidden_size,)
+    assert found.direction.shape == (tiny_model.d_model,)
     assert float(found.direction.norm()) == pytest.approx(1.0, abs=1e-6)
     assert hooks_left(tiny_model.hf_model) == []
 
@@ -514,7 +514,7 @@ def test_positions_beyond_the_template_warn(llama5):
 
 
 def test_added_to_residual_adds_at_the_block_input(tiny_model):
-    vector = torch.linspace(-1, 1, tiny_model.config.hidden_size, dtype=torch.float64)
+    vector = torch.linspace(-1, 1, tiny_model.d_model, dtype=torch.float64)
     prompting = tiny_model.prompting()
     plain = block_inputs(tiny_model, "Hi", prompting)[1]
     with direction_module.added_to_residual(tiny_model, 1, vector):
@@ -530,7 +530,7 @@ def test_ablation_runs_on_every_family(tiny_model):
         warnings.simplefilter("ignore")  # a random model may fall back
         found = refusal_direction(tiny_model, HARMFUL[:4], HARMLESS[:4], layer=1,
                                   positions=2, progress=False)
-    assert found.direction.shape == (tiny_model.config.hidden_size,)
+    assert found.direction.shape == (tiny_model.d_model,)
     assert float(found.direction.norm()) == pytest.approx(1.0, abs=1e-6)
     assert all(math.isfinite(r["ablation_score"]) for r in found.candidate_scores)
     assert hooks_left(tiny_model.hf_model) == []

@@ -149,7 +149,7 @@ def test_activations_read_under_an_edit_match(pair):
     here, there = pair
     factor = torch.ones(here.d_mlp)
     factor[:5] = 0.0
-    edit = Edit(scales={1: factor}, additions={0: torch.full((here.config.hidden_size,), 0.5)})
+    edit = Edit(scales={1: factor}, additions={0: torch.full((here.d_model,), 0.5)})
     for site in ("input", "output", "residual"):
         with edited(here, edit):
             local = collect(here, PROMPTS, site=site, progress=False)

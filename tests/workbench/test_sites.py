@@ -60,7 +60,7 @@ def test_reading_the_last_positions_matches_a_plain_forward_pass(tiny_model):
         hidden = tiny_model.hf_model(**inputs, output_hidden_states=True).hidden_states
     residual = read_last_positions(tiny_model, inputs, "residual", 3)
     assert residual.shape == (len(PROMPTS), 3, tiny_model.n_layers,
-                              tiny_model.config.hidden_size)
+                              tiny_model.d_model)
     torch.testing.assert_close(residual[:, :, 0], hidden[0][:, -3:], rtol=0, atol=1e-6)
     torch.testing.assert_close(residual[:, -1], read_last_token(tiny_model, inputs, "residual"))
     picked = read_last_positions(tiny_model, inputs, "input", 2, layers=[1])

@@ -261,7 +261,7 @@ def test_caa_vector_is_the_difference_of_mean_mlp_outputs(tiny_model):
                         progress=False).mean
                 - collect(tiny_model, negative, site="output", prompting=prompting,
                           progress=False).mean)
-    assert vector.shape == (tiny_model.n_layers, tiny_model.config.hidden_size)
+    assert vector.shape == (tiny_model.n_layers, tiny_model.d_model)
     torch.testing.assert_close(vector, expected)
 
 
@@ -310,7 +310,7 @@ def test_another_threads_generation_waits_for_an_open_steering_block(tiny_llama,
     import threading
 
     circuit = make_circuit(tiny_llama, [(0, 3, 1.0)])
-    vector = torch.zeros(tiny_llama.n_layers, tiny_llama.config.hidden_size)
+    vector = torch.zeros(tiny_llama.n_layers, tiny_llama.d_model)
     block = (steer(tiny_llama, circuit, multiplier=0.0) if context == "steer"
              else add_vector(tiny_llama, vector, 1.0))
     done = threading.Event()

@@ -162,7 +162,7 @@ def llama_circuit(tiny_llama) -> Circuit:
 @pytest.fixture
 def vector(tiny_llama) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(tiny_llama.n_layers, tiny_llama.config.hidden_size,
+    return torch.randn(tiny_llama.n_layers, tiny_llama.d_model,
                        generator=generator, dtype=torch.float64)
 
 
@@ -280,7 +280,7 @@ def test_caa_with_a_wrong_shape_is_rejected(tiny_llama):
 @pytest.fixture
 def direction(tiny_llama) -> torch.Tensor:
     generator = torch.Generator().manual_seed(5)
-    r = torch.randn(tiny_llama.config.hidden_size, generator=generator)  # [d_model]
+    r = torch.randn(tiny_llama.d_model, generator=generator)  # [d_model]
     return r / r.norm()
 
 

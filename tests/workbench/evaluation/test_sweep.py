@@ -42,7 +42,7 @@ def model(tiny_tokenizer):
 def interventions(model) -> list[Intervention]:
     circuit = Circuit.from_neurons([Neuron(0, 3, 2.0), Neuron(1, 7, -1.0), Neuron(1, 50, 0.5)],
                                    model=model)
-    vector = torch.randn(model.n_layers, model.config.hidden_size,
+    vector = torch.randn(model.n_layers, model.d_model,
                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return [Intervention.baseline(), Intervention.cna(circuit),
             Intervention.random(circuit, seed=0), Intervention.caa(4.0 * vector)]
@@ -474,7 +474,7 @@ def test_summary_of_a_size_sweep(sized):
 def test_a_direction_runs_once_per_multiplier_in_a_size_sweep(model, big_circuit,
                                                               monkeypatch):
     monkeypatch.setattr(sweep_module, "generate", lambda _model, texts, **_: ["ok"] * len(texts))
-    r = torch.ones(model.config.hidden_size)
+    r = torch.ones(model.d_model)
     rows = sweep(model, [Intervention.cna(big_circuit), Intervention.direction(r)], [0, 2],
                  [SET_B], sizes=[2, 4], progress=False)
     direction = rows[rows["kind"] == "direction"]

@@ -158,8 +158,9 @@ class Run:
 
     def stage_benign(self) -> None:
         from workbench.evaluation import Intervention
+        from workbench.evaluation.interventions import CnaCircuit
 
-        cna = [i for i in self.circuit_interventions() if i.kind == "cna"]
+        cna = [i for i in self.circuit_interventions() if type(i) is CnaCircuit]
         self.sweep("benign", [Intervention.baseline(), *cna], [0.0],
                    [self.half("jbb-benign", "heldout")], self._small_sizes())
 

@@ -29,9 +29,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.errors import InvalidArgumentError
+from workbench.evaluation.interventions import Baseline, CnaCircuit, RandomControl
 
 METRICS = {"refusal_rate": "refusal rate", "quality": "quality"}
-CIRCUIT_KINDS = ("cna", "random")
+CIRCUIT_KINDS = (CnaCircuit.kind, RandomControl.kind)
 COLOURS = {"cna": "#c0392b", "random": "#7f8c8d", "baseline": "#222222",
            "direction": "#2471a3", "caa": "#8e44ad"}
 DASHES = {"baseline": "dash", "direction": "dot", "caa": "dashdot"}
@@ -64,7 +65,7 @@ def dose_response(summary_frame: pd.DataFrame, *, multiplier: float = 0.0,
             f"no CNA or random-control rows at multiplier {multiplier:g}; this table has "
             f"them at {available}: pass multiplier= one of those")
     references = table[~table["kind"].isin(CIRCUIT_KINDS) & (
-        (table["multiplier"] == multiplier) | (table["kind"] == "baseline"))]
+        (table["multiplier"] == multiplier) | (table["kind"] == Baseline.kind))]
     sizes = circuits["size"].astype(float)
     span = [float(sizes.min()), float(sizes.max())]
 

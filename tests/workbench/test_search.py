@@ -57,6 +57,14 @@ def test_the_first_trial_is_the_papers_setting_scored_like_a_separate_evaluation
     assert first["kl"] > 0 and hooks_left(model.hf_model) == []
 
 
+def test_each_trial_records_where_its_time_went(searched, drift):
+    trials = searched.trials()
+    assert (trials["kl_seconds"] > 0).all() and (trials["seconds"] > trials["kl_seconds"]).all()
+    before = drift.seconds
+    drift.kl()
+    assert drift.seconds > before
+
+
 def test_a_trials_circuit_is_discoverys_with_the_layers_outside_its_band_excluded(
         searched, model):
     ranking = searched.ranking("jbb-pair")

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -101,6 +102,8 @@ class HarmlessDrift:
         self.tokens = tokens
         self.seed = seed
         self.prompting = model.prompting()
+        #: wall seconds spent measuring (every :meth:`per_prompt` call so far)
+        self.seconds = 0.0
         with model_lock(model), torch.no_grad():
             self._batches = [self._prepare(chosen.prompts[start:start + batch_size])
                              for start in range(0, len(chosen), batch_size)]
@@ -112,6 +115,7 @@ class HarmlessDrift:
 
     def per_prompt(self) -> torch.Tensor:
         """``[n]`` float64: each prompt's mean KL (nats) over its counted positions."""
+        started = time.perf_counter()
         values = []
         with model_lock(self.model), torch.no_grad():
             for batch in self._batches:
@@ -119,6 +123,7 @@ class HarmlessDrift:
                 kl = kl_rows(batch.baseline, changed)  # [b, t]
                 counted = batch.counted.to(kl.dtype)  # [b, t]
                 values.append((kl * counted).sum(dim=1) / counted.sum(dim=1))  # [b]
+        self.seconds += time.perf_counter() - started
         return torch.cat(values)
 
     def kl(self) -> float:

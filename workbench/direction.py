@@ -287,7 +287,9 @@ def refusal_score(logits: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
 def kl_divergence(baseline: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
     """``KL(baseline || changed)`` of each row's next-token distribution, in float64.
 
-    ``sum p (log(p + 1e-6) - log(q + 1e-6))`` as Arditi et al.'s ``kl_div_fn``.
+    ``sum p (log(p + 1e-6) - log(q + 1e-6))`` as Arditi et al.'s ``kl_div_fn``, so that
+    their direction selection is reproduced; the workbench's own KL metric (the harmless
+    drift) is the exact one, :func:`workbench.evaluation.drift.kl_rows`.
 
     Args:
         baseline, changed: ``[batch, vocab]`` logits.

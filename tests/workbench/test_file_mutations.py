@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,38 @@ def damage_bytes(data: bytes, damage: tuple[str, Any]) -> bytes:
     return bytes(damaged)
 
 
+# test name -> outcome ("loaded" or the error's class) -> damaged files tried
+TALLY: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+
 def one_line_error(call: Callable[[], Any], expected: type[Exception] = WorkbenchError,
                    ) -> Exception | None:
     """Run ``call``; any exception must be ``expected`` with a one-line message."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
     try:
         call()
     except Exception as exc:  # the property: nothing but the project's error
+        TALLY[test][type(exc).__name__] += 1
         assert isinstance(exc, expected), f"{type(exc).__name__}: {exc}"
         message = str(exc)
         assert message.strip() and "\n" not in message, repr(message)
         return exc
+    TALLY[test]["loaded"] += 1
     return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_tally(request) -> Iterator[None]:
+    """After the module: each test's damaged files and what loading them gave."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not TALLY:
+        return
+    reporter.write_line("")
+    reporter.write_line("damaged files tried, by test: outcome counts")
+    for test, outcomes in sorted(TALLY.items()):
+        counts = ", ".join(f"{name} {n}" for name, n in outcomes.most_common())
+        reporter.write_line(f"  {test}: {sum(outcomes.values())} ({counts})")
 
 
 def files_under(folder: Path) -> list[str]:

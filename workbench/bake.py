@@ -105,16 +105,23 @@ def bake(model: WorkbenchModel, circuit: Circuit | Editing, multiplier: float, *
     """
     model.require_local("bake", calls_the_model=False)
     value = check_multiplier(multiplier)
+    _check_every_position(positions)
     if not isinstance(circuit, Circuit):
+        if signs != "all":
+            raise BakeError(f"signs={signs!r} applies to a circuit; an intervention is baked "
+                            "as its own edit (choose its neurons when you build it)")
         return bake_edit(model, circuit.edit(model, value))
-    if positions != "all":
-        raise SteeringError(f"positions={positions!r} cannot be baked: a weight acts on every "
-                            "position, so only positions='all' has a weight equivalent")
     check_positions_signs(positions, signs)
     circuit.check_model(model)
     if not circuit.by_layer(signs):
         raise BakeError(f"the circuit has no neurons with signs={signs!r}; nothing to bake")
     return bake_edit(model, circuit_edit(model, circuit, value, signs=signs))
+
+
+def _check_every_position(positions: object) -> None:
+    if positions != "all":
+        raise SteeringError(f"positions={positions!r} cannot be baked: a weight acts on every "
+                            "position, so only positions='all' has a weight equivalent")
 
 
 def bake_edit(model: WorkbenchModel, edit: Edit) -> WorkbenchModel:
@@ -128,9 +135,7 @@ def bake_edit(model: WorkbenchModel, edit: Edit) -> WorkbenchModel:
         >>> baked = bake_edit(model, Edit(scales={1: factor}))          # doctest: +SKIP
     """
     model.require_local("bake", calls_the_model=False)
-    if edit.positions != "all":
-        raise SteeringError(f"positions={edit.positions!r} cannot be baked: a weight acts on "
-                            "every position, so only positions='all' has a weight equivalent")
+    _check_every_position(edit.positions)
     if edit.scales or edit.additions:
         _refuse_shared_down_projections(model)
     if edit.projection is not None:
@@ -178,6 +183,8 @@ def _scale_inputs(module: torch.nn.Module, factor: torch.Tensor, layer: int) -> 
 def _add_to_bias(module: torch.nn.Module, delta: torch.Tensor, layer: int) -> None:
     """``down_proj(x) + delta`` as weights: the vector joins the bias."""
     bias = cast("torch.Tensor | None", module.bias)
+    if bias is None and not delta.any():  # adds nothing (a CAA vector at x1)
+        return
     if bias is None:
         raise BakeError(f"the down-projection of layer {layer} has no bias, so a vector added "
                         "to its output has no weight equivalent in this architecture; apply "

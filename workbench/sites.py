@@ -90,6 +90,14 @@ class Projection:
     direction: torch.Tensor
     keep: float
 
+    def __post_init__(self) -> None:
+        norm = float(self.direction.detach().double().norm())
+        if self.direction.dim() != 1 or not abs(norm - 1.0) < 1e-3:
+            raise SteeringError(
+                f"a projection's direction must be a unit vector [d_model], not shape "
+                f"{tuple(self.direction.shape)} with norm {norm:.4g}: divide it by its norm "
+                "(workbench.ablation.unit_direction does)")
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[..., d_model]`` with its component along the direction scaled, computed
         in at least float32 and returned in ``x``'s dtype."""
@@ -191,7 +199,9 @@ class Phase:
         n = int(tokens.shape[1])
         cache = next((value for value in kwargs.values() if isinstance(value, Cache)), None)
         offset = int(cache.get_seq_length()) if cache is not None else 0
-        if offset == 0 and not self._extends_last(ids):
+        # an empty cache starts a sequence; without one, ids that extend the last pass's
+        # re-read it (an empty cache's ids may start with the last pass's token by chance)
+        if offset == 0 and (cache is not None or not self._extends_last(ids)):
             self.prompt_length = n
         elif cache is not None and cache in _CONTINUING_PROMPTS:
             self.prompt_length = offset + n
@@ -302,11 +312,13 @@ def _scale_hook(factor: torch.Tensor, phase: Phase, positions: Positions) -> Cal
     return scale_input
 
 
-def _add_hook(delta: torch.Tensor) -> Callable:
-    """A forward hook adding ``delta`` ``[d_model]`` to the down-projection output."""
+def _add_hook(delta: torch.Tensor, phase: Phase, positions: Positions) -> Callable:
+    """A forward hook adding ``delta`` ``[d_model]`` to the down-projection output at the
+    selected positions."""
 
     def add(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output + delta.to(output.dtype)
+        return _only_selected(output + delta.to(output.dtype), output,
+                              phase.selected(positions))
 
     return add
 
@@ -429,7 +441,8 @@ def edited(model: WorkbenchModel, edit: Edit) -> Iterator[None]:
             factor = edit.scales[layer].to(device)
             pre.append((module, _scale_hook(factor, phase, edit.positions)))
         if layer in edit.additions:
-            post.append((module, _add_hook(edit.additions[layer].to(device))))
+            post.append((module, _add_hook(edit.additions[layer].to(device), phase,
+                                           edit.positions)))
     with hooked(model, pre_with_kwargs=with_kwargs, pre=pre, post=post):
         yield
 

@@ -19,6 +19,7 @@ from tests.helpers import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
 from workbench.bake import CIRCUIT_FILE, METADATA_KEY, BakeError, bake, save_baked
 from workbench.circuit import Circuit
 from workbench.errors import CircuitMismatchError, SteeringError
+from workbench.evaluation.interventions import Intervention
 from workbench.steering import steer
 
 PROMPT_IDS = [[1, 40, 77, 12, 300, 5, 9, 150]]
@@ -173,6 +174,11 @@ def test_bad_inputs_are_refused_and_leave_no_folder(tiny_models, tmp_path, tiny_
         assert not out.exists()
     with pytest.raises(SteeringError, match="positions='prompt' cannot be baked"):
         bake(model, circuit, 0.0, positions="prompt")
+    intervention = Intervention.cna(circuit)  # its options go into the intervention itself
+    with pytest.raises(SteeringError, match="positions='generated' cannot be baked"):
+        bake(model, intervention, 0.0, positions="generated")
+    with pytest.raises(BakeError, match="signs='positive' applies to a circuit"):
+        bake(model, intervention, 0.0, signs="positive")
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -281,8 +287,6 @@ def _direction(model) -> torch.Tensor:
 
 @pytest.mark.parametrize("model_type", sorted(TINY_ARCHITECTURES))
 def test_a_direction_bakes_into_the_writing_weights_or_is_refused(model_type, tiny_models):
-    from workbench.evaluation.interventions import Intervention
-
     model = tiny_models[model_type]
     intervention = Intervention.direction(_direction(model))
     ids = torch.tensor(PROMPT_IDS)
@@ -337,6 +341,8 @@ def test_a_caa_vector_bakes_into_the_down_projection_bias_where_there_is_one(mod
     if model.down_proj(0).bias is None:
         with pytest.raises(BakeError, match="no bias"):
             bake(model, intervention, 3.0)
+        unchanged = bake(model, intervention, 1.0).hf_model.state_dict()  # adds nothing
+        assert all(torch.equal(unchanged[k], v) for k, v in model.hf_model.state_dict().items())
         return
     ids = torch.tensor(PROMPT_IDS)
     with torch.no_grad():

@@ -128,6 +128,21 @@ def test_a_residual_addition_travels_with_the_hooks_numbers(pair):
         assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
 
 
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_an_addition_acts_at_the_chosen_positions_on_both_paths(pair, positions):
+    here, there = pair
+    edit = Edit(additions={0: 4.0 * _direction(here)}, positions=positions)
+    plain = collect(here, PROMPTS, site="residual", progress=False)
+    for model in (here, there):  # a prompt pass: changed unless only generated tokens are
+        with edited(model, edit):
+            read = collect(model, PROMPTS, site="residual", progress=False)
+        assert torch.equal(read.sum[1:], plain.sum[1:]) == (positions == "generated")
+    with edited(here, edit):
+        expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
+    with edited(there, edit):
+        assert workbench.generate(there, PROMPTS, max_new_tokens=6) == expected
+
+
 def test_no_hook_is_registered_or_left(pair):
     here, there = pair
     circuit, _ = discover_both(here, there)

@@ -11,7 +11,7 @@ import torch
 import workbench
 from tests.helpers import PROMPTS, hooks_left
 from workbench.errors import SteeringError
-from workbench.sites import Edit, edited, read_last_positions, read_last_token
+from workbench.sites import Edit, Projection, edited, read_last_positions, read_last_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +117,27 @@ def test_phase_counts_a_pass_that_continues_the_prompt_as_prompt():
     phase.hook(None, (), {"input_ids": torch.ones(2, 1, dtype=torch.long),
                           "cache": cache_of(7)})  # the next decode step
     assert phase.generated.tolist() == [True]
+
+
+def test_a_new_prompt_on_an_empty_cache_is_a_prompt_even_if_it_starts_like_the_last_pass():
+    from transformers import DynamicCache
+
+    from workbench.sites import Phase
+
+    phase = Phase()
+    phase.hook(None, (), {"input_ids": torch.tensor([[1, 2, 3]]), "cache": DynamicCache()})
+    cache = DynamicCache()
+    cache.update(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4), 0)
+    phase.hook(None, (), {"input_ids": torch.tensor([[7]]), "cache": cache})  # decode: 7
+    assert phase.generated.tolist() == [True]
+    phase.hook(None, (), {"input_ids": torch.tensor([[7, 8, 9, 10, 11]]),
+                          "cache": DynamicCache()})  # another call, its prompt starts with 7
+    assert phase.prompt_length == 5 and phase.generated.tolist() == [False] * 5
+
+
+@pytest.mark.parametrize("direction", [torch.tensor([3.0, 4.0]), torch.zeros(2),
+                                       torch.eye(2)])
+def test_a_projection_needs_a_unit_vector(direction):
+    with pytest.raises(SteeringError, match="unit vector"):
+        Projection(direction, keep=0.0)
+    assert Projection(torch.tensor([0.6, 0.8]), keep=0.0).keep == 0.0

@@ -215,7 +215,8 @@ class PlantedGate:
     def __call__(self, search: GateSearch, interventions, multiplier: float):
         rows = []
         for intervention in interventions:
-            keys = intervention.circuit.keys() if intervention.circuit is not None else set()
+            circuit = getattr(intervention, "circuit", None)  # the baseline has none
+            keys = circuit.keys() if circuit is not None else set()
             covered = len(keys & self.planted) / len(self.planted)
             kl = 0.0 if intervention.kind == "baseline" else (
                 0.01 * len(keys) + (5.0 if any(layer == 0 for layer, _ in keys) else 0.0))

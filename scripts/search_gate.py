@@ -72,27 +72,44 @@ def run(args: argparse.Namespace) -> Path:
         began = time.perf_counter()
         search.baseline()
         seconds["baseline"] = round(time.perf_counter() - began, 1)
-    missing = args.trials - len(search.trials())
-    if missing > 0:
-        search.run(missing)
-
-    trials = search.trials()
-    atomic_write_text(out / "trials.csv", trials.to_csv(index=False))
-    atomic_write_text(out / "pareto.csv", search.pareto().to_csv(index=False))
-    seconds["trials"] = round(float(trials["seconds"].sum()), 1) \
-        if "seconds" in trials else None
     record.update({
         "settings": search.study.user_attrs["settings"],
         "baseline": search.baseline(),
-        "command": "python scripts/search_gate.py " + shlex.join(sys.argv[1:]),
+        "command": _command(args),
         "seconds": seconds,
         "conditions": args.conditions,
         "versions": {p: metadata.version(p) for p in ("torch", "transformers", "optuna")},
         "machine": {"python": platform.python_version(), "processor": platform.machine(),
                     "cores": len(os.sched_getaffinity(0))},
     })
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    write_files(search, out, record)  # the timings so far survive an interruption
+    try:
+        missing = args.trials - len(search.trials())
+        if missing > 0:
+            search.run(missing)
+    finally:  # Ctrl-C included: the finished trials are written
+        write_files(search, out, record)
     return out
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this study from the repository's root."""
+    words = ["--model", args.model, "--trials", str(args.trials), "--heldout-n",
+             str(args.heldout_n), "--max-new-tokens", str(args.max_new_tokens),
+             "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+    if args.out is not None and "results" in args.out.parts:  # said from the root
+        words += ["--out", str(Path(*args.out.parts[args.out.parts.index("results"):]))]
+    return "python scripts/search_gate.py " + shlex.join(words)
+
+
+def write_files(search: Any, out: Path, record: dict[str, Any]) -> None:
+    """``trials.csv``, ``pareto.csv`` and ``run.json`` from the study's finished trials."""
+    trials = search.trials()
+    atomic_write_text(out / "trials.csv", trials.to_csv(index=False))
+    atomic_write_text(out / "pareto.csv", search.pareto().to_csv(index=False))
+    record["seconds"]["trials"] = round(float(trials["seconds"].sum()), 1) \
+        if "seconds" in trials else None
+    atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
 
 
 def _pct(value: float) -> str:

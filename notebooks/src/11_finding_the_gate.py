@@ -108,6 +108,30 @@ wb.generate(model, "How do I pick a lock?", circuit=best,
             multiplier=record["params"]["multiplier"], max_new_tokens=MAX_NEW_TOKENS)
 
 # %% [markdown]
+# ### The same search on a real model
+#
+# `scripts/search_gate.py` runs this search on Qwen2.5-Coder-0.5B-Instruct, a real instruct
+# model nobody here tuned, where the paper's setting misses (notebook 10), and commits every
+# trial ([search.md](../docs/search.md)). This cell draws the committed trials; to search
+# live, set `MODEL = "qwen2.5-coder-0.5b-instruct"` above (about 2 minutes a trial on 2
+# cores).
+
+# %%
+from pathlib import Path
+
+real = Path(wb.__file__).resolve().parents[1] / "results" / "search" / "qwen2.5-coder-0.5b-instruct"
+if (real / "trials.csv").is_file():
+    real_trials = pd.read_csv(real / "trials.csv")
+    real_front = pd.read_csv(real / "pareto.csv")
+    display(widgets.pareto_figure(real_trials, set(real_front["trial"])))
+    display(pd.concat([real_trials[real_trials["trial"] == 0], real_front])[
+        ["trial", "contrast", "fraction", "band", "signs", "size", "refusal", "random_refusal",
+         "benign_refusal", "kl", "random_kl"]].round(3))
+else:
+    print(f"no committed search results in {real} (an installed package): run "
+          "scripts/search_gate.py from a clone of the repository")
+
+# %% [markdown]
 # ## What we found
 #
 # On `smollm2-135m-safety-late` (the controlled variant), 12 trials, 20 held-out prompts per
@@ -128,6 +152,13 @@ wb.generate(model, "How do I pick a lock?", circuit=best,
 # - **Pareto front**: trials 1, 0, 6 and 10, all between 27 and 370 neurons and KL 0.19 to
 #   0.33. On this model, which was tuned to have a sparse late gate, the gate is easy to
 #   find; notebook 10 shows a model where the paper's setting is not on the front.
+# - **On Qwen2.5-Coder-0.5B-Instruct** (30 trials, 20 held-out prompts per half, refusal
+#   50% at ×1) the paper's setting (trial 0) takes refusal to 40% against a random 50%, off
+#   the front. The sampler spent 22 of 30 trials on the refusal-filtered contrast; three
+#   trials reach 5% (random 30–45%) at KL 0.22–0.36. The front runs from 66 neurons (45%,
+#   KL 0.05) to a positive-only JBB-pair circuit of 2,023 neurons (15%, random 60%, KL
+#   0.23), a setting no hand-run sweep had tried. Tables and timing:
+#   [search.md](../docs/search.md).
 #
 #
 # ## Exercises

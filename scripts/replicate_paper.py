@@ -23,6 +23,9 @@ Stages (``--stages``, run in the order given; each is resumable):
   the same 100 harmful prompts (in-sample, as the paper does), x0 and random control.
 - ``strongreject``: keyword refusal on a seeded sample of StrongREJECT prompts.
 - ``mmlu``: zero-shot MMLU accuracy on a seeded sample of questions, x1 and x0.
+- ``kl``: KL divergence on harmless prompts (:class:`HarmlessDrift`'s defaults) of every
+  circuit of ``split``, and its random control, at x0: damage that the 4-gram quality
+  score can miss.
 
 Everything goes to ``--out`` (default ``results/replication/<model>``): one parquet file of
 completions per stage (rows are appended as each batch ends, and a rerun generates only
@@ -57,7 +60,8 @@ from workbench.io import atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "replication"
 DOC = REPO / "docs" / "replication.md"
-STAGES = ("split", "benign", "amplify", "caa", "direction", "full", "strongreject", "mmlu")
+STAGES = ("split", "benign", "amplify", "caa", "direction", "full", "strongreject", "mmlu",
+          "kl")
 DEFAULT_SIZES = (0.001, 0.01, 0.02, 0.05)
 CONTRASTS = ("jbb-pair", "refusal-filtered")
 
@@ -273,6 +277,28 @@ class Run:
             atomic_write_text(path, done.to_csv(index=False))
             print(f"MMLU {label} x{multiplier}: {result.accuracy:.3f}", flush=True)
 
+    def stage_kl(self) -> None:
+        from workbench.evaluation.drift import HarmlessDrift
+
+        path = self.out / "kl.csv"
+        done = pd.read_csv(path) if path.is_file() else pd.DataFrame(
+            columns=["intervention", "fraction"])
+        drift = HarmlessDrift(self.model, seed=self.args.seed)
+        self.record["kl"] = drift.describe()
+        for intervention in self.circuit_interventions():
+            for fraction in self.sizes:
+                if ((done["intervention"] == intervention.name)
+                        & (done["fraction"] == fraction)).any():
+                    continue
+                sized = intervention.at_size(fraction)
+                with sized.apply(self.model, 0.0):
+                    kl = drift.kl()
+                row = {"intervention": intervention.name, "size": sized.size(),
+                       "fraction": fraction, "multiplier": 0.0, "kl": kl}
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                atomic_write_text(path, done.to_csv(index=False))
+                print(f"KL {intervention.name} {fraction:g} x0: {kl:.4f}", flush=True)
+
     def _small_sizes(self) -> list[float]:
         """The sizes of the secondary stages: the paper's 0.1% and 1%, where swept."""
         return [s for s in self.sizes if s in (0.001, 0.01)] or self.sizes[:1]
@@ -367,11 +393,22 @@ def render_model(folder: Path) -> str:
             rows = rows[rows["size"] == size]
         return rows.iloc[0] if len(rows) else None
 
+    kl = pd.read_csv(folder / "kl.csv") if (folder / "kl.csv").is_file() else None
+
+    def kl_of(name: str, size: Any) -> str:
+        if kl is None:
+            return ""
+        rows = kl[(kl.intervention == name) & (kl["size"] == size)]
+        return f", KL {rows.kl.iloc[0]:.3f}" if len(rows) else ""
+
     split = table[table.stage == "split"]
     if len(split):
         base = refusal("split", "jbb-harmful:heldout", "baseline", multiplier=1.0)
+        measured = "refusal (quality" + (
+            f", KL on {record['kl']['n']} harmless prompts x {record['kl']['tokens']} "
+            "positions in nats" if kl is not None and "kl" in record else "") + ")"
         lines += ["Circuits from the JBB discover halves; x0 on the held-out harmful half "
-                  f"(n = {int(base.n) if base is not None else '?'}); refusal (quality).", "",
+                  f"(n = {int(base.n) if base is not None else '?'}); {measured}.", "",
                   "| circuit size | JBB pair | random, same shape | refusal-filtered pair | "
                   "random, same shape |", "|---|---|---|---|---|"]
         if base is not None:
@@ -383,7 +420,8 @@ def render_model(folder: Path) -> str:
                          "random:refusal-filtered"):
                 row = refusal("split", "jbb-harmful:heldout", name, size)
                 cells.append("" if row is None else
-                             f"{_pct(row.refusal_rate)} ({row.quality:.2f})")
+                             f"{_pct(row.refusal_rate)} ({row.quality:.2f}"
+                             f"{kl_of(name, size)})")
             any_row = split[split["size"] == size].iloc[0]
             lines.append(f"| {_size_label(any_row)} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -140,18 +140,36 @@ def bake_edit(model: WorkbenchModel, edit: Edit) -> WorkbenchModel:
         _refuse_shared_down_projections(model)
     if edit.projection is not None:
         _output_linears(model)  # refuses families whose writes are not linear outputs
+    _weights_to_change(model, edit)  # every refusal before the copy
     baked = from_hf(copy.deepcopy(model.hf_model), model.tokenizer, name=f"{model.name}-baked",
                     source=model.source)
+    scaled, biases, residual = _weights_to_change(baked, edit)
     with torch.no_grad():
-        for layer, factor in edit.scales.items():
-            _scale_inputs(baked.down_proj(layer), factor, layer)
-        for layer, delta in edit.additions.items():
-            _add_to_bias(baked.down_proj(layer), delta, layer)
+        for (weight, axis), factor in zip(scaled, edit.scales.values(), strict=True):
+            shape = (1, -1) if axis == 1 else (-1, 1)  # down_proj(x * factor): input columns
+            weight.mul_(factor.to(weight.device, weight.dtype).view(shape))
+        for bias, delta in zip(biases, edit.additions.values(), strict=True):
+            if bias is not None:  # down_proj(x) + delta: the vector joins the bias
+                bias.add_(delta.to(bias.device, bias.dtype))
         if edit.projection is not None:
             _project_writes(baked, edit.projection)
-        for layer, vector in edit.residual_additions.items():
-            _add_to_residual(baked, layer, vector)
+        for bias, vector in zip(residual, edit.residual_additions.values(), strict=True):
+            bias.add_(vector.to(bias.device, bias.dtype))
     return baked
+
+
+def _weights_to_change(model: WorkbenchModel, edit: Edit) -> tuple[
+        list[tuple[torch.Tensor, int]], list[torch.Tensor | None], list[torch.Tensor]]:
+    """The tensors of ``model`` that ``edit``'s scales, additions and residual additions
+    change, in the edit's order; raises :class:`BakeError` where one has no weight form."""
+    scaled = []
+    for layer in edit.scales:
+        what = f"the down-projection of layer {layer}"
+        module = model.down_proj(layer)
+        scaled.append((_weight(module, what), _input_axis(module, what)))
+    biases = [_down_proj_bias(model, layer, delta) for layer, delta in edit.additions.items()]
+    residual = [_residual_bias(model, layer) for layer in edit.residual_additions]
+    return scaled, biases, residual
 
 
 def _weight(module: torch.nn.Module, what: str) -> torch.Tensor:
@@ -172,39 +190,32 @@ def _input_axis(module: torch.nn.Module, what: str) -> int:
                         ) from None
 
 
-def _scale_inputs(module: torch.nn.Module, factor: torch.Tensor, layer: int) -> None:
-    """``down_proj(x * factor)`` as weights: each input column times its factor."""
-    what = f"the down-projection of layer {layer}"
-    weight = _weight(module, what)
-    shape = (1, -1) if _input_axis(module, what) == 1 else (-1, 1)
-    weight.mul_(factor.to(weight.device, weight.dtype).view(shape))
-
-
-def _add_to_bias(module: torch.nn.Module, delta: torch.Tensor, layer: int) -> None:
-    """``down_proj(x) + delta`` as weights: the vector joins the bias."""
-    bias = cast("torch.Tensor | None", module.bias)
-    if bias is None and not delta.any():  # adds nothing (a CAA vector at x1)
-        return
-    if bias is None:
+def _down_proj_bias(model: WorkbenchModel, layer: int,
+                    delta: torch.Tensor) -> torch.Tensor | None:
+    """The bias a vector added to layer ``layer``'s down-projection output joins; None when
+    the vector is zero (a CAA vector at x1) and there is no bias."""
+    bias = cast("torch.Tensor | None", model.down_proj(layer).bias)
+    if bias is None and delta.any():
         raise BakeError(f"the down-projection of layer {layer} has no bias, so a vector added "
                         "to its output has no weight equivalent in this architecture; apply "
                         "it with add_vector() instead")
-    bias.add_(delta.to(bias.device, bias.dtype))
+    return bias
 
 
-def _add_to_residual(baked: WorkbenchModel, layer: int, vector: torch.Tensor) -> None:
-    """A vector added to the residual stream entering block ``layer``, as weights."""
+def _residual_bias(model: WorkbenchModel, layer: int) -> torch.Tensor:
+    """The bias a vector added to the residual stream entering block ``layer`` joins: the
+    MLP output bias of block ``layer - 1``."""
     if layer == 0:
         raise BakeError("a vector added to the residual stream entering block 0 cannot be "
                         "baked: some families scale the embeddings after the lookup, so no "
                         "weight carries it unchanged; apply the edit without baking")
-    path, linear = _output_linears(baked)[2 * layer - 1]  # block layer-1's MLP write
+    path, linear = _output_linears(model)[2 * layer - 1]  # block layer-1's MLP write
     bias = cast("torch.Tensor | None", linear.bias)
     if bias is None:
         raise BakeError(f"{path} has no bias, so a vector added to the residual stream "
                         f"entering block {layer} has no weight equivalent in this "
                         "architecture; apply it with the edit instead")
-    bias.add_(vector.to(bias.device, bias.dtype))
+    return bias
 
 
 def _output_linears(model: WorkbenchModel) -> list[tuple[str, torch.nn.Module]]:

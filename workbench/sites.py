@@ -274,7 +274,8 @@ def hooked(model: WorkbenchModel, *, pre: Sequence[Hook] = (), post: Sequence[Ho
     if model.remote:
         raise SteeringError(
             f"{model.name} runs remotely (remote={model.remote!r}), where PyTorch hooks cannot "
-            "run; this edit has no nnsight form yet: load the model locally for it")
+            "run: change it with sites.edited(model, edit), which has an nnsight form, or "
+            "load the model locally")
     handles = []
     with model_lock(model):
         try:

@@ -112,24 +112,19 @@ wb.generate(model, "How do I pick a lock?", circuit=best,
 #
 # `scripts/search_gate.py` runs this search on Qwen2.5-Coder-0.5B-Instruct, a real instruct
 # model nobody here tuned, where the paper's setting misses (notebook 10), and commits every
-# trial ([search.md](../docs/search.md)). This cell draws the committed trials; to search
-# live, set `MODEL = "qwen2.5-coder-0.5b-instruct"` above (about 2 minutes a trial on 2
-# cores).
-
-# %%
-from pathlib import Path
-
-real = Path(wb.__file__).resolve().parents[1] / "results" / "search" / "qwen2.5-coder-0.5b-instruct"
-if (real / "trials.csv").is_file():
-    real_trials = pd.read_csv(real / "trials.csv")
-    real_front = pd.read_csv(real / "pareto.csv")
-    display(widgets.pareto_figure(real_trials, set(real_front["trial"])))
-    display(pd.concat([real_trials[real_trials["trial"] == 0], real_front])[
-        ["trial", "contrast", "fraction", "band", "signs", "size", "refusal", "random_refusal",
-         "benign_refusal", "kl", "random_kl"]].round(3))
-else:
-    print(f"no committed search results in {real} (an installed package): run "
-          "scripts/search_gate.py from a clone of the repository")
+# trial, the Pareto trials and where the time went to `results/search/<model>/`; the tables
+# are in [search.md](../docs/search.md), the findings under "What we found" below. To draw
+# the committed trials here, from a clone of the repository:
+#
+# ```python
+# from pathlib import Path
+# real = Path("../results/search/qwen2.5-coder-0.5b-instruct")
+# real_trials = pd.read_csv(real / "trials.csv")
+# widgets.pareto_figure(real_trials, set(pd.read_csv(real / "pareto.csv")["trial"]))
+# ```
+#
+# To search live, set `MODEL = "qwen2.5-coder-0.5b-instruct"` above (about 2.5 minutes a
+# trial on 2 cores).
 
 # %% [markdown]
 # ## What we found

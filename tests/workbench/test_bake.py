@@ -365,20 +365,23 @@ def test_a_cna_intervention_bakes_as_its_circuit_does(tiny_models):
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox", "llama"])
-def test_a_residual_addition_bakes_into_the_previous_mlp_bias_where_there_is_one(model_type,
-                                                                                 tiny_models):
+def test_a_residual_addition_bakes_into_the_previous_mlp_bias_where_there_is_one(
+        model_type, tiny_models, monkeypatch):
+    from workbench import bake as bake_module
     from workbench.sites import Edit, edited
     from workbench.bake import bake_edit
 
     model = tiny_models[model_type]
     vector = torch.randn(model.d_model, generator=torch.Generator().manual_seed(7))
     edit = Edit(residual_additions={1: vector})
-    with pytest.raises(BakeError, match="entering block 0 cannot be baked"):
-        bake_edit(model, Edit(residual_additions={0: vector}))
-    if model.down_proj(0).bias is None:
-        with pytest.raises(BakeError, match="no bias"):
-            bake_edit(model, edit)
-        return
+    with monkeypatch.context() as patched:  # a refusal comes before the model is copied
+        patched.setattr(bake_module.copy, "deepcopy", pytest.fail)
+        with pytest.raises(BakeError, match="entering block 0 cannot be baked"):
+            bake_edit(model, Edit(residual_additions={0: vector}))
+        if model.down_proj(0).bias is None:
+            with pytest.raises(BakeError, match="no bias"):
+                bake_edit(model, edit)
+            return
     ids = torch.tensor(PROMPT_IDS)
     with torch.no_grad():
         with edited(model, edit):

@@ -168,7 +168,8 @@ class Intervention:
         return multiplier
 
     def describe(self) -> dict[str, Any]:
-        """Provenance recorded with every result row."""
+        """Provenance for a record: name and kind, the neuron count for kinds with a size,
+        the seed for a random control."""
         return {"intervention": self.name, "kind": self.kind}
 
 
@@ -226,6 +227,9 @@ class RandomControl(CnaCircuit):
                 "Intervention.random(circuit, seed)")
         prefix = self.control_of.top(size)
         return replace(self, circuit=random_control(prefix, seed=self.seed), control_of=prefix)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "seed": self.seed}
 
 
 @dataclass(frozen=True, eq=False)

@@ -97,7 +97,7 @@ def test_random_intervention_wraps_the_control(real):
     assert intervention.circuit.keys() == random_control(real, seed=2).keys()
     assert Intervention.random(real, seed=2, name="ctl").name == "ctl"
     assert intervention.describe() == {"intervention": "random(seed=2)", "kind": "random",
-                                       "n_neurons": 5}
+                                       "n_neurons": 5, "seed": 2}
 
 
 # -- strength and description ------------------------------------------------------

@@ -41,6 +41,7 @@ from .errors import InvalidArgumentError
 from .filtering import FilteredPair, apply_keep_if
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet
+from .stats_cache import cached_stats
 
 PromptsLike = PromptSet | str | Sequence[str]
 
@@ -182,11 +183,15 @@ def _cached_universal_stats(model: WorkbenchModel, prompts: PromptSet, prompting
                             batch_size: int, progress: bool,
                             on_batch: Callable[[int, int], None] | None = None,
                             ) -> ActivationStats:
+    """The universal set's statistics: from this model's memory, from the disk cache
+    (:mod:`workbench.stats_cache`), or collected."""
     key = ("universal", prompts.sha256, prompting, UNIVERSAL_TOP_FRACTION)
     if key not in model.stats_cache:
-        model.stats_cache[key] = collect(model, prompts, prompting=prompting,
-                                         batch_size=batch_size, progress=progress,
-                                         top_fraction=UNIVERSAL_TOP_FRACTION, on_batch=on_batch)
+        model.stats_cache[key] = cached_stats(
+            model, prompts, prompting, UNIVERSAL_TOP_FRACTION,
+            lambda: collect(model, prompts, prompting=prompting, batch_size=batch_size,
+                            progress=progress, top_fraction=UNIVERSAL_TOP_FRACTION,
+                            on_batch=on_batch))
     return model.stats_cache[key]
 
 

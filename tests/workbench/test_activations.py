@@ -138,9 +138,10 @@ def test_on_batch_reports_progress(tiny_llama):
     assert calls == [(3, 4), (4, 4)]
 
 
-def test_discover_reports_each_stage(tiny_llama):
+def test_discover_reports_each_stage(tiny_llama, monkeypatch):
     from workbench import discover
 
+    monkeypatch.setenv("CNA_STATS_CACHE", "0")  # the universal pass runs, not a cached one
     calls = []
     discover(tiny_llama, PROMPTS[:2], PROMPTS[2:], universal=PROMPTS, top_k=3, batch_size=2,
              progress=False, on_progress=lambda *args: calls.append(args))

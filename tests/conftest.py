@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The universal statistics cache of this test run (notebook kernels inherit it): shared by
 # the tests, never the user's.
-os.environ.setdefault("CNA_STATS_CACHE", tempfile.mkdtemp(prefix="cna-stats-"))
+os.environ["CNA_STATS_CACHE"] = tempfile.mkdtemp(prefix="cna-stats-")
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

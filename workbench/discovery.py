@@ -41,7 +41,7 @@ from .errors import InvalidArgumentError
 from .filtering import FilteredPair, apply_keep_if
 from .models import WorkbenchModel
 from .prompts import Prompting, PromptSet
-from .stats_cache import cached_stats
+from .stats_cache import cacheable, cached_stats
 
 PromptsLike = PromptSet | str | Sequence[str]
 
@@ -185,13 +185,15 @@ def _cached_universal_stats(model: WorkbenchModel, prompts: PromptSet, prompting
                             ) -> ActivationStats:
     """The universal set's statistics: from this model's memory, from the disk cache
     (:mod:`workbench.stats_cache`), or collected."""
+    compute = lambda: collect(model, prompts, prompting=prompting,  # noqa: E731
+                              batch_size=batch_size, progress=progress,
+                              top_fraction=UNIVERSAL_TOP_FRACTION, on_batch=on_batch)
+    if not cacheable(model):  # hooked (steered) or offloaded: neither memory nor disk
+        return compute()
     key = ("universal", prompts.sha256, prompting, UNIVERSAL_TOP_FRACTION)
     if key not in model.stats_cache:
         model.stats_cache[key] = cached_stats(
-            model, prompts, prompting, UNIVERSAL_TOP_FRACTION,
-            lambda: collect(model, prompts, prompting=prompting, batch_size=batch_size,
-                            progress=progress, top_fraction=UNIVERSAL_TOP_FRACTION,
-                            on_batch=on_batch))
+            model, prompts, prompting, UNIVERSAL_TOP_FRACTION, compute)
     return model.stats_cache[key]
 
 

@@ -9,15 +9,17 @@ model and the prompts, so it is kept on disk under :func:`workbench.embedded.cac
 
 The key is the SHA-256 of everything the statistics depend on:
 
-- a fingerprint of the weights: every parameter times a fixed random probe (a change to
-  any weight changes it), with its name, shape and dtype;
-- the model class, the device type, the tokenizer (vocabulary size, name, chat template);
+- a fingerprint of the weights: every parameter and buffer times a fixed random probe (a
+  change to any weight changes it), with its name, shape and dtype;
+- the model class and its whole config, the device type, the tokenizer (vocabulary size,
+  name, chat template);
 - the prompts' SHA-256, how they were shown (:class:`~workbench.prompts.Prompting`) and the
   universal filter's top fraction;
 - :data:`FORMAT`, raised whenever how the statistics are computed changes.
 
-Nothing is cached for a remote model or for a model with forward hooks registered (a
-``with steer(...)`` block, for instance): its activations are not its weights'. A cache
+Nothing is cached for a remote model, a model in training mode, one with weights left on
+``meta`` by offloading, or one with forward hooks registered (a ``with steer(...)``
+block, for instance): its activations are not its weights'. A cache
 file that cannot be read or does not fit is recomputed and replaced, with a warning.
 ``CNA_STATS_CACHE=0`` turns the cache off; ``CNA_STATS_CACHE=<folder>`` keeps it there.
 
@@ -68,6 +70,10 @@ def folder() -> Path:
         else Path(setting)
 
 
+#: Rows of a weight multiplied by the probe at a time (a float64 copy of at most this many).
+CHUNK_ROWS = 4096
+
+
 @functools.cache
 def _probe(width: int) -> torch.Tensor:
     return torch.randn(width, generator=torch.Generator().manual_seed(0),
@@ -77,7 +83,8 @@ def _probe(width: int) -> torch.Tensor:
 def weights_fingerprint(model: WorkbenchModel) -> str:
     """SHA-256 of every parameter times a fixed random probe, with names, shapes, dtypes.
 
-    One matrix-vector product per weight: about as costly as one token's forward pass.
+    One matrix-vector product per weight and buffer, on the weight's device, in chunks of
+    :data:`CHUNK_ROWS` rows.
 
     Example:
         >>> import torch
@@ -96,19 +103,35 @@ def weights_fingerprint(model: WorkbenchModel) -> str:
     """
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, parameter in model.hf_model.named_parameters():
-            values = parameter.detach()
+        for name, tensor in [*model.hf_model.named_parameters(),
+                             *model.hf_model.named_buffers()]:
+            values = tensor.detach()
             rows = values.reshape(values.shape[0], -1) if values.dim() > 1 \
                 else values.reshape(1, -1)  # [rows, width]
-            probed = rows.to("cpu", torch.float64) @ _probe(rows.shape[1])  # [rows]
+            probe = _probe(rows.shape[1]).to(rows.device)  # [width]
             digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|".encode())
-            digest.update(probed.numpy().tobytes())
+            for start in range(0, rows.shape[0], CHUNK_ROWS):  # bounded float64 copies
+                chunk = rows[start:start + CHUNK_ROWS].to(torch.float64)  # [chunk, width]
+                digest.update((chunk @ probe).cpu().numpy().tobytes())  # [chunk]
     return digest.hexdigest()
 
 
 def _has_hooks(model: WorkbenchModel) -> bool:
-    return any(module._forward_hooks or module._forward_pre_hooks
-               for module in model.hf_model.modules())
+    """Whether forward hooks (on a module, or global ones) may change its activations."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+                or any(module._forward_hooks or module._forward_pre_hooks
+                       for module in model.hf_model.modules()))
+
+
+def cacheable(model: WorkbenchModel) -> bool:
+    """Whether statistics of ``model`` may be cached (in memory or on disk): it is local,
+    in eval mode, without forward hooks and with every weight loaded (none on ``meta``,
+    as accelerate leaves offloaded ones)."""
+    return (not model.remote and not model.hf_model.training
+            and not _has_hooks(model)
+            and not any(p.is_meta for p in model.hf_model.parameters()))
 
 
 def cache_key(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
@@ -120,6 +143,7 @@ def cache_key(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
         "format": FORMAT,
         "weights": weights_fingerprint(model),
         "class": type(model.hf_model).__name__,
+        "config": model.hf_model.config.to_json_string(use_diff=False),
         "device": model.device.type,
         "tokenizer": [type(tokenizer).__name__, getattr(tokenizer, "name_or_path", None),
                       _length(tokenizer),
@@ -143,10 +167,9 @@ def cached_stats(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting
                  compute: Callable[[], ActivationStats]) -> ActivationStats:
     """The statistics from the cache when there, else ``compute()``'s, then kept.
 
-    Computes without the cache when it is off, for a remote model, or while hooks are
-    registered on the model.
+    Computes without the cache when it is off or where :func:`cacheable` says no.
     """
-    if not enabled() or model.remote or _has_hooks(model):
+    if not enabled() or not cacheable(model):
         return compute()
     path = folder() / f"{cache_key(model, prompts, prompting, top_fraction)}.pt"
     if path.is_file():
@@ -171,7 +194,7 @@ def _read(path: Path, model: WorkbenchModel, n_prompts: int) -> ActivationStats 
     otherwise, so that they are recomputed and the file replaced."""
     shape = (model.n_layers, model.d_mlp)
     try:
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         stats = ActivationStats(int(saved["n"]), saved["sum"], saved["sum_sq"],
                                 saved["top_counts"], int(saved["top_k"]))
         fits = (stats.n == n_prompts

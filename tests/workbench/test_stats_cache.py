@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers import PROMPTS, hooks_left
 
+from tests.helpers import PROMPTS, hooks_left
 from workbench import Circuit, discover, steer
 from workbench.stats_cache import weights_fingerprint
 
@@ -88,4 +88,40 @@ def test_a_damaged_cache_file_is_recomputed_and_replaced(tiny_llama, cache, dama
 def test_the_cache_can_be_turned_off(tiny_llama, cache, monkeypatch):
     monkeypatch.setenv("CNA_STATS_CACHE", "0")
     _discover(tiny_llama)
-    assert not list(cache.glob("*.pt"))
+    stages: list = []
+    _discover(tiny_llama, stages)
+    assert "universal" in stages and not list(cache.glob("*.pt"))
+
+
+@pytest.mark.usefixtures("cache")
+def test_a_steered_discovery_is_not_kept_in_memory_either(tiny_llama):
+    circuit = Circuit.from_neurons([(1, 2, 1.0)], model=tiny_llama.info())
+    tiny_llama.stats_cache.clear()
+    plain = discover(tiny_llama, PROMPTS[:2], PROMPTS[2:], universal=PROMPTS * 2, top_k=5,
+                     batch_size=4, progress=False)
+    with steer(tiny_llama, circuit, multiplier=0.0):
+        steered = discover(tiny_llama, PROMPTS[:2], PROMPTS[2:], universal=PROMPTS * 2,
+                           top_k=5, batch_size=4, progress=False)
+    assert not torch.equal(steered.contrast.universal_stats.sum,
+                           plain.contrast.universal_stats.sum)
+
+
+def test_a_different_config_or_an_offloaded_weight_is_not_the_same_model(tiny_llama):
+    from workbench.prompts import PromptSet, resolve_prompting
+    from workbench.stats_cache import cache_key, cacheable
+
+    prompts, prompting = PromptSet("u", PROMPTS), resolve_prompting(tiny_llama.tokenizer)
+    before = cache_key(tiny_llama, prompts, prompting, 0.01)
+    config = tiny_llama.hf_model.config
+    config.rms_norm_eps, eps = config.rms_norm_eps * 10, config.rms_norm_eps
+    try:
+        assert cache_key(tiny_llama, prompts, prompting, 0.01) != before
+    finally:
+        config.rms_norm_eps = eps
+    assert cacheable(tiny_llama)
+    weight = tiny_llama.down_proj(0).weight
+    try:
+        tiny_llama.down_proj(0).weight = torch.nn.Parameter(weight.to("meta"))
+        assert not cacheable(tiny_llama)
+    finally:
+        tiny_llama.down_proj(0).weight = weight

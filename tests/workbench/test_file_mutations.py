@@ -108,11 +108,13 @@ def report_tally(request) -> Iterator[None]:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or not TALLY:
         return
-    reporter.write_line("")
-    reporter.write_line("damaged files tried, by test: outcome counts")
-    for test, outcomes in sorted(TALLY.items()):
-        counts = ", ".join(f"{name} {n}" for name, n in outcomes.most_common())
-        reporter.write_line(f"  {test}: {sum(outcomes.values())} ({counts})")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # else the lines are captured, not shown
+        reporter.write_line("")
+        reporter.write_line("damaged files tried, by test: outcome counts")
+        for test, outcomes in sorted(TALLY.items()):
+            counts = ", ".join(f"{name} {n}" for name, n in outcomes.most_common())
+            reporter.write_line(f"  {test}: {sum(outcomes.values())} ({counts})")
 
 
 def files_under(folder: Path) -> list[str]:

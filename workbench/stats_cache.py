@@ -131,7 +131,8 @@ def cacheable(model: WorkbenchModel) -> bool:
     as accelerate leaves offloaded ones)."""
     return (not model.remote and not model.hf_model.training
             and not _has_hooks(model)
-            and not any(p.is_meta for p in model.hf_model.parameters()))
+            and not any(t.is_meta for t in (*model.hf_model.parameters(),
+                                            *model.hf_model.buffers())))
 
 
 def cache_key(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
@@ -171,7 +172,14 @@ def cached_stats(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting
     """
     if not enabled() or not cacheable(model):
         return compute()
-    path = folder() / f"{cache_key(model, prompts, prompting, top_fraction)}.pt"
+    try:
+        key = cache_key(model, prompts, prompting, top_fraction)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
+        warnings.warn(f"the universal statistics of {model.name} are not cached: no key "
+                      f"could be made ({type(error).__name__}: {error})".splitlines()[0],
+                      stacklevel=3)
+        return compute()
+    path = folder() / f"{key}.pt"
     if path.is_file():
         loaded = _read(path, model, len(prompts))
         if loaded is not None:

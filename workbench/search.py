@@ -52,7 +52,7 @@ from .config import EVALUATION_BATCH_SIZE, SEARCH_MAX_NEW_TOKENS
 from .discovery import discover
 from .errors import FileFormatError, InvalidArgumentError
 from .evaluation.benchmarks import load_benchmark
-from .evaluation.drift import HarmlessDrift
+from .evaluation.drift import HarmlessDrift, describe_drift, drift_prompts
 from .evaluation.interventions import Intervention
 from .evaluation.sweep import summary, sweep
 from .filtering import filter_by_behaviour
@@ -229,7 +229,9 @@ class GateSearch:
     # -- settings ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         """What the study's trials depend on; stored with the study, checked on resume."""
-        drift = self.drift.describe()
+        # described without building it: opening a study to read it runs no forward pass
+        drift = (self._drift.describe() if self._drift is not None
+                 else describe_drift(drift_prompts(seed=self.seed), seed=self.seed))
         return {"model": self.model.info(), "space": asdict(self.space),
                 "pairs": {name: [pos.sha256, neg.sha256]
                           for name, (pos, neg) in self.pairs.items()},

@@ -274,3 +274,24 @@ def test_an_interrupted_study_resumes_without_repeating_finished_trials(model, d
         return set(frame[["contrast", "fraction", "band", "signs"]].itertuples(index=False))
 
     assert not chosen(trials.iloc[2:]) & chosen(finished)
+
+
+def test_opening_a_study_with_the_default_drift_runs_no_forward_pass(model, tmp_path,
+                                                                    monkeypatch):
+    """Reading a finished study (its trials, front and circuits) costs no forward pass: the
+    default KL reference is described for the settings check, and built only for a trial."""
+    storage = tmp_path / "default-drift.db"
+    calls = []
+    original = HarmlessDrift.__init__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HarmlessDrift, "__init__", counted)
+    first = GateSearch(model, storage, SPACE, **OPTIONS)
+    described = first.settings()["drift"]
+    assert calls == []
+    assert first.drift.describe() == described and calls == [1]
+    reopened = GateSearch(model, storage, SPACE, **OPTIONS)  # the stored settings match
+    assert reopened.settings() == first.settings() and calls == [1]

@@ -93,10 +93,7 @@ class HarmlessDrift:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive int, not {batch_size!r}")
         model.require_local("a KL drift measurement")
-        chosen = PromptSet.resolve(prompts)
-        chosen.require_nonempty()
-        if n is not None and n < len(chosen):
-            chosen = chosen.sample(n, seed=seed)
+        chosen = drift_prompts(prompts, n, seed)
         self.model = model
         self.prompts = chosen
         self.tokens = tokens
@@ -110,8 +107,7 @@ class HarmlessDrift:
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the measurement: prompts (name, count, sha256), positions, seed."""
-        return {"prompts": self.prompts.name, "n": len(self.prompts),
-                "sha256": self.prompts.sha256, "tokens": self.tokens, "seed": self.seed}
+        return describe_drift(self.prompts, self.tokens, self.seed)
 
     def per_prompt(self) -> torch.Tensor:
         """``[n]`` float64: each prompt's mean KL (nats) over its counted positions."""
@@ -193,6 +189,28 @@ class HarmlessDrift:
         cache_name = "cache" if model.accepts("cache") else "past_key_values"  # 5.x rename
         return cast(Any, model.hf_model)(**inputs, use_cache=True,
                                          **{cache_name: cache}).logits
+
+
+def drift_prompts(prompts: str | Sequence[str] | PromptSet = HARMLESS_PROMPTS,
+                  n: int | None = DRIFT_PROMPTS, seed: int = 0) -> PromptSet:
+    """The prompts a :class:`HarmlessDrift` with these arguments measures on."""
+    chosen = PromptSet.resolve(prompts)
+    chosen.require_nonempty()
+    if n is not None and n < len(chosen):
+        chosen = chosen.sample(n, seed=seed)
+    return chosen
+
+
+def describe_drift(prompts: PromptSet, tokens: int = DRIFT_TOKENS,
+                   seed: int = 0) -> dict[str, Any]:
+    """:meth:`HarmlessDrift.describe` without building the reference (no forward pass).
+
+    Example:
+        >>> describe_drift(drift_prompts(n=4))["n"]
+        4
+    """
+    return {"prompts": prompts.name, "n": len(prompts), "sha256": prompts.sha256,
+            "tokens": tokens, "seed": seed}
 
 
 def kl_rows(baseline: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:

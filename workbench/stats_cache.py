@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -47,6 +46,7 @@ from .activation_stats import ActivationStats
 from .embedded import cache_dir
 from .io import atomic_write_bytes
 from .models import WorkbenchModel
+from .probe import fixed_probe
 from .prompts import Prompting, PromptSet
 
 #: Raised whenever how the universal statistics are computed changes: old files are ignored.
@@ -72,12 +72,6 @@ def folder() -> Path:
 
 #: Rows of a weight multiplied by the probe at a time (a float64 copy of at most this many).
 CHUNK_ROWS = 4096
-
-
-@functools.cache
-def _probe(width: int) -> torch.Tensor:
-    return torch.randn(width, generator=torch.Generator().manual_seed(0),
-                       dtype=torch.float64)  # [width]
 
 
 def weights_fingerprint(model: WorkbenchModel) -> str:
@@ -108,7 +102,7 @@ def weights_fingerprint(model: WorkbenchModel) -> str:
             values = tensor.detach()
             rows = values.reshape(values.shape[0], -1) if values.dim() > 1 \
                 else values.reshape(1, -1)  # [rows, width]
-            probe = _probe(rows.shape[1]).to(rows.device)  # [width]
+            probe = fixed_probe(rows.shape[1], torch.float64).to(rows.device)  # [width]
             digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|".encode())
             for start in range(0, rows.shape[0], CHUNK_ROWS):  # bounded float64 copies
                 chunk = rows[start:start + CHUNK_ROWS].to(torch.float64)  # [chunk, width]
@@ -168,9 +162,10 @@ def cached_stats(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting
                  compute: Callable[[], ActivationStats]) -> ActivationStats:
     """The statistics from the cache when there, else ``compute()``'s, then kept.
 
-    Computes without the cache when it is off or where :func:`cacheable` says no.
+    Computes without the cache when it is off. The caller checks :func:`cacheable` first
+    (statistics of a hooked or offloaded model must not be kept).
     """
-    if not enabled() or not cacheable(model):
+    if not enabled():
         return compute()
     try:
         key = cache_key(model, prompts, prompting, top_fraction)

@@ -45,9 +45,9 @@ pd.set_option("display.max_colwidth", 120)
 # The full measurement (all 50 held-out prompts, 48 tokens, sizes to 5%) is the script's,
 # read at the end; the cells here use a sample, so that the notebook runs in minutes.
 N_DISCOVER = 20 if FAST else None  # prompts per discover half (None: all 50)
-N_HELDOUT = 10 if FAST else 25     # prompts of the held-out harmful half (None: all 50)
-MAX_NEW_TOKENS = 24 if FAST else 32
-SIZES = [0.001, 0.01] if FAST else [0.001, 0.01, 0.02]  # shares of all MLP neurons
+N_HELDOUT = 6 if FAST else 25      # prompts of the held-out harmful half (None: all 50)
+MAX_NEW_TOKENS = 16 if FAST else 32
+SIZES = [0.01] if FAST else [0.001, 0.01, 0.02]  # shares of all MLP neurons
 POSITIONS = 1 if FAST else 2  # last prompt positions the direction's selection tries
 
 model = wb.load_model(MODEL, device=DEVICE, dtype=DTYPE)

@@ -41,3 +41,15 @@ def batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id:
             labels[row, :len(target)] = torch.tensor(target)
             mask[row, :len(ids)] = 1
         yield input_ids, mask, labels
+
+
+def total_steps(n_examples: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """Optimiser steps of a run: ``epochs`` passes of ``ceil(n_examples / batch_size)``
+    batches, capped at ``max_steps`` when given.
+
+    Example:
+        >>> total_steps(10, 4, 2, None), total_steps(10, 4, 2, 5)
+        (6, 5)
+    """
+    total = epochs * -(-n_examples // batch_size)
+    return total if max_steps is None else min(total, max_steps)

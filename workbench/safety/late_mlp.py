@@ -48,7 +48,7 @@ from ..weight_delta import (  # the file format; DELTA_FILE and its functions ar
     neuron_axis,
     save_delta,
 )
-from .batching import batches
+from .batching import batches, total_steps
 from .data import SafetyData
 
 __all__ = ["DELTA_FILE", "LATE_MLP_RECIPE_VERSION", "MATRICES", "NEURONS_KEY", "LateMlpRecipe",
@@ -225,10 +225,7 @@ def train_late_mlp(model: WorkbenchModel, encoded: list[tuple[list[int], list[in
     # all neurons, where the recipe wants the change confined.
     optimizer = torch.optim.AdamW(list(tuned.values()), lr=recipe.learning_rate,
                                   weight_decay=0.0)
-    steps_per_epoch = -(-len(encoded) // recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    if recipe.max_steps is not None:
-        total = min(total, recipe.max_steps)
+    total = total_steps(len(encoded), recipe.batch_size, recipe.epochs, recipe.max_steps)
     losses: list[float] = []
     device = model.device
     work.train()

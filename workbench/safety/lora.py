@@ -33,7 +33,7 @@ from ..models import WorkbenchModel, from_hf, load_model
 from ..outputs import check_output
 from ..prompts import Prompting, bundled_dir, format_prompts
 from ..weight_delta import DELTA_FILE, save_delta
-from .batching import batches
+from .batching import batches, total_steps
 from .data import SAFETY_DIR, SafetyData, build_data
 from .late_mlp import (
     LATE_MLP_RECIPE_VERSION,
@@ -113,10 +113,7 @@ def train_lora(model: WorkbenchModel, data: SafetyData, recipe: Recipe,
     peft_model = get_peft_model(model.hf_model, config)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=recipe.learning_rate)
-    steps_per_epoch = -(-len(encoded) // recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    if recipe.max_steps is not None:
-        total = min(total, recipe.max_steps)
+    total = total_steps(len(encoded), recipe.batch_size, recipe.epochs, recipe.max_steps)
     losses: list[float] = []
     device = model.device
     peft_model.train()

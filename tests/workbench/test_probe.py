@@ -7,7 +7,7 @@ from workbench.probe import fixed_probe
 
 def test_the_probe_is_fixed_per_width_and_dtype():
     assert torch.equal(fixed_probe(7), fixed_probe(7))
-    assert torch.equal(fixed_probe(7, torch.float64).float(), fixed_probe(7))
+    assert fixed_probe(7, torch.float64).dtype == torch.float64
     assert fixed_probe(7).shape == (7,) and fixed_probe(9).shape == (9,)
     assert not torch.equal(fixed_probe(7), torch.zeros(7))
 

@@ -110,6 +110,7 @@ benchmark: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_widgets.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_discovery.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OLDEST) build dist *.egg-info .pytest_cache test-artifacts

@@ -67,3 +67,16 @@ def hooks_left(module: torch.nn.Module) -> list[str]:
     return [name for name, sub in module.named_modules()
             if sub._forward_hooks or sub._forward_pre_hooks
             or getattr(sub, "_forward_hooks_with_kwargs", None)]
+
+
+def pass_shapes(model, run) -> list[tuple[int, ...]]:
+    """The ``input_ids`` shape of every whole-model pass that ``run()`` makes."""
+    shapes: list[tuple[int, ...]] = []
+    handle = model.hf_model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return shapes

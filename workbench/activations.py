@@ -4,7 +4,9 @@ Sites: the MLP down-projection's input (CNA's neurons) or output (CAA), or the r
 stream entering each block (the refusal direction, :mod:`workbench.direction`).
 
 One forward pass per batch, traced with nnsight (:func:`workbench.sites.read_last_token`),
-so a remote model (``load_model(..., remote=True)``) is read the same way. Prompts are
+so a remote model (``load_model(..., remote=True)``) is read the same way. On a local
+model the opening all prompts share (the chat template's system prompt) is computed once
+(:class:`workbench.prefix.Prefix`) and each batch's pass computes only the rest. Prompts are
 left-padded, so position ``-1`` is every row's last real token. Statistics accumulate in
 float64 whatever the model's dtype, in buffers of fixed size ``[n_layers, d_mlp]``: memory
 does not grow with the number of prompts unless per-prompt retention is asked for.
@@ -31,6 +33,7 @@ from .config import FORWARD_BATCH_SIZE
 from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
+from .prefix import Prefix, supports_prefix
 from .prompts import Prompting, PromptSet, format_prompts
 from .sites import SITES, Site, read_last_token
 
@@ -69,14 +72,18 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
     stats = ActivationStats.empty(n_layers, width, top_k)
     kept = torch.empty(len(prompt_list), n_layers, width) if keep else None
 
-    order = length_order(model, prompt_list, prompting)
+    order, tokens = _length_order(model, prompt_list, prompting)
     start = 0
+    with model_lock(model), torch.no_grad():
+        # the chat template's opening, computed once instead of once per prompt
+        prefix = Prefix.prefill(model, tokens) if supports_prefix(model) else Prefix()
     with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations",
                                  unit="prompt", disable=not progress, leave=False) as bar:
         while start < len(order):
             rows = order[start:start + batch_size]
             try:
-                acts = _last_token_batch(model, [prompt_list[i] for i in rows], prompting, site)
+                acts = _last_token_batch(model, [prompt_list[i] for i in rows], prompting, site,
+                                         prefix)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
                 if not _is_out_of_memory(exc) or batch_size == 1:
                     raise
@@ -103,15 +110,25 @@ def length_order(model: WorkbenchModel, prompts: Sequence[str],
 
     Batching prompts in this order needs little padding; results do not depend on it.
     """
+    return _length_order(model, prompts, prompting)[0]
+
+
+def _length_order(model: WorkbenchModel, prompts: Sequence[str],
+                  prompting: Prompting) -> tuple[list[int], list[list[int]]]:
+    """:func:`length_order` and the formatted prompts' token ids."""
     texts = format_prompts(model.tokenizer, prompts, prompting)
     token_ids = model.tokenizer(texts, add_special_tokens=not prompting.chat_template)["input_ids"]
-    return sorted(range(len(prompts)), key=lambda i: (len(token_ids[i]), i))
+    return sorted(range(len(prompts)), key=lambda i: (len(token_ids[i]), i)), token_ids
 
 
 def _last_token_batch(model: WorkbenchModel, prompts: list[str], prompting: Prompting,
-                      site: Site) -> torch.Tensor:
+                      site: Site, prefix: Prefix) -> torch.Tensor:
     """Activations ``[batch, n_layers, width]`` at each row's last real token."""
-    return read_last_token(model, model.encode(prompts, prompting), site)
+    inputs = model.encode(prompts, prompting)
+    if not len(prefix):
+        return read_last_token(model, inputs, site)
+    with prefix.continuing(model, inputs) as continued:
+        return read_last_token(model, continued, site)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -13,9 +13,10 @@ flight instead:
   is left-padded with zeros under a zero attention mask, so every row keeps attending to
   exactly its own tokens at its own positions;
 - when the prompts open with the same tokens (the chat template's system prompt, about
-  half of each JBB prompt's tokens on SmolLM2), that prefix is prefilled once and each
-  group's prefill computes only the rest of its prompts, on copies of the prefix's cache
-  (padding then sits between the prefix and the rest, under a zero mask, and stays).
+  half of each JBB prompt's tokens on SmolLM2), that prefix is prefilled once
+  (:class:`workbench.prefix.Prefix`) and each group's prefill computes only the rest of
+  its prompts, on copies of the prefix's cache (padding then sits between the prefix and
+  the rest, under a zero mask, and stays).
   Hooks see two prompt passes, the prefix's and the rest's; steering counts both as
   prompt (:func:`workbench.sites.continuing_prompt`);
 - leading cache columns that no row attends to any more are cropped, but never
@@ -47,6 +48,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .models import WorkbenchModel, position_ids
+from .prefix import Prefix, cache_argument, check_plain, supports_prefix
 from .sites import continuing_prompt
 
 #: Generation-config fields that add logits processors or stopping rules when set to
@@ -68,10 +70,6 @@ _NEUTRAL = {
 REFILL_DIVISOR = 4
 
 
-#: A prefix shared by all prompts is prefilled once when it has at least this many tokens.
-MIN_SHARED_PREFIX = 4
-
-
 def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
     """Whether a ``generate`` call with ``options`` can run as :func:`greedy_continuous`.
 
@@ -81,17 +79,10 @@ def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
     logits processor.
     """
     allowed = {"max_new_tokens", "do_sample", "pad_token_id", "temperature", "top_p", "top_k"}
-    if model.remote or options.get("do_sample") or set(options) - allowed:
-        return False
-    if not model.accepts("position_ids"):
+    if options.get("do_sample") or set(options) - allowed or not supports_prefix(model):
         return False
     config = model.hf_model.generation_config
-    if any(getattr(config, name, None) not in neutral for name, neutral in _NEUTRAL.items()):
-        return False
-    text = model.text_config
-    layer_types = getattr(text, "layer_types", None) or ()
-    return not any("sliding" in str(kind) for kind in layer_types) \
-        and not getattr(text, "sliding_window", None)
+    return all(getattr(config, name, None) in neutral for name, neutral in _NEUTRAL.items())
 
 
 def eos_ids(model: WorkbenchModel) -> set[int]:
@@ -164,27 +155,6 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
-    """The tokens all prompts open with, leaving each at least one token of its own.
-
-    Example:
-        >>> shared_prefix([[1, 5, 9, 4], [1, 5, 9], [1, 5, 7]])
-        [1, 5]
-    """
-    if len(prompts) < 2:
-        return []
-    first, most = list(prompts[0]), min(len(p) for p in prompts) - 1
-    length = 0
-    while length < most and all(p[length] == first[length] for p in prompts):
-        length += 1
-    return first[:length]
-
-
-def _check_plain(cache: DynamicCache) -> None:
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
-        raise RuntimeError("greedy_continuous needs plain DynamicLayer caches")
-
-
 def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *,
                       max_new_tokens: int, batch_size: int,
                       on_finished: Callable[[int], None] | None = None) -> list[list[int]]:
@@ -207,7 +177,7 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
         [[17, 2]]
     """
     hf = cast(Any, model.hf_model)
-    cache_name = "cache" if model.accepts("cache") else "past_key_values"  # renamed in 5.x
+    cache_name = cache_argument(model)
     last_only = model.last_position_only()
     stop = eos_ids(model)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -215,38 +185,20 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
     waiting = list(range(len(prompts)))
     batch = _Batch()
     device = model.device
-    prefix = shared_prefix(prompts)
-    if len(prefix) < MIN_SHARED_PREFIX:
-        prefix = []
-    prefix_kv: list[tuple[Any, Any]] = []  # the prefix's keys and values per layer
     with torch.no_grad():
-        if prefix:
-            prefix_cache = DynamicCache(config=model.config)
-            ids = torch.tensor([prefix], device=device)  # [1, prefix]
-            hf(input_ids=ids, attention_mask=torch.ones_like(ids),
-               position_ids=torch.arange(len(prefix), device=device)[None],
-               use_cache=True, **{cache_name: prefix_cache}, **last_only)
-            _check_plain(prefix_cache)
-            prefix_kv = [(plain.keys, plain.values)  # [1, heads, prefix, dim] each
-                         for plain in cast(list[DynamicLayer], prefix_cache.layers)]
+        prefix = Prefix.prefill(model, prompts)
         while waiting or len(batch):
             free = batch_size - len(batch)
             if waiting and (not len(batch) or free >= max(1, batch_size // REFILL_DIVISOR)):
                 group, waiting = waiting[:free], waiting[free:]
-                rest = [prompts[i][len(prefix):] for i in group]
-                width = max(len(tokens) for tokens in rest)
-                ids = torch.tensor([[pad] * (width - len(tokens)) + list(tokens)
-                                    for tokens in rest], device=device)  # [group, width]
-                mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(tokens))
-                                     + [1] * len(tokens) for tokens in rest],
-                                    device=device)  # [group, prefix + width]
-                cache = DynamicCache(prefix_kv or None, config=model.config)
-                cache.batch_repeat_interleave(len(group))  # a copy of the prefix per row
+                ids, mask = prefix.left_padded(  # [group, width], [group, prefix + width]
+                    [prompts[i][len(prefix):] for i in group], pad, device)
+                cache = prefix.cache(model, len(group))  # a copy of the prefix per row
                 with continuing_prompt(cache):  # the rest of the prompts, after the prefix
                     out = hf(input_ids=ids, attention_mask=mask,
                              position_ids=position_ids(mask)[:, len(prefix):], use_cache=True,
                              **{cache_name: cache}, **last_only)
-                _check_plain(cache)
+                check_plain(cache)
                 batch.join(cache, mask, out.logits[:, -1].argmax(dim=-1, keepdim=True), group)
             else:
                 mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch), 1)], dim=1)

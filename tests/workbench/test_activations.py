@@ -100,11 +100,11 @@ def test_batch_is_halved_on_out_of_memory(tiny_llama, monkeypatch):
     real = activations._last_token_batch
     sizes = []
 
-    def flaky(model, prompts, prompting, site):
+    def flaky(model, prompts, *args):
         sizes.append(len(prompts))
         if len(prompts) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, prompts, prompting, site)
+        return real(model, prompts, *args)
 
     monkeypatch.setattr(activations, "_last_token_batch", flaky)
     with pytest.warns(UserWarning, match="out of memory"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import workbench
-from tests.helpers import TINY_ARCHITECTURES, hooks_left, make_tiny_hf
-from workbench import decoding
+from tests.helpers import TINY_ARCHITECTURES, hooks_left, make_tiny_hf, pass_shapes
+from workbench import prefix as prefixes
 from workbench.decoding import greedy_continuous, supports_continuous
 
 PROMPTS = ["Hi", "How do I bake a cake?", "Write code to sort a list in Python, please.",
@@ -114,29 +114,16 @@ def test_smollm2_completions_match_generate_at_x0_and_x1():
         assert same >= len(prompts) - 1, (multiplier, same)  # one near-tie may flip
 
 
-def pass_shapes(model, run) -> list[tuple[int, ...]]:
-    """The ``input_ids`` shape of every whole-model pass that ``run()`` makes."""
-    shapes: list[tuple[int, ...]] = []
-    handle = model.hf_model.register_forward_pre_hook(
-        lambda _m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
-        with_kwargs=True)
-    try:
-        run()
-    finally:
-        handle.remove()
-    return shapes
-
-
 def test_a_shared_prompt_prefix_is_prefilled_once(tiny_llama, monkeypatch):
     ids = prompt_ids(tiny_llama)
-    prefix = decoding.shared_prefix(ids)
-    assert len(prefix) >= decoding.MIN_SHARED_PREFIX  # the chat template's opening
+    prefix = prefixes.shared_prefix(ids)
+    assert len(prefix) >= prefixes.MIN_SHARED_PREFIX  # the chat template's opening
     shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
     assert shapes[0] == (1, len(prefix))
     assert shapes[1] == (3, max(len(row) for row in ids[:3]) - len(prefix))
     shared = greedy_continuous(tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3)
-    monkeypatch.setattr(decoding, "MIN_SHARED_PREFIX", 10**6)  # never share
+    monkeypatch.setattr(prefixes, "MIN_SHARED_PREFIX", 10**6)  # never share
     shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=NEW_TOKENS, batch_size=3))
     assert shapes[0] == (3, max(len(row) for row in ids[:3]))
@@ -146,17 +133,7 @@ def test_a_shared_prompt_prefix_is_prefilled_once(tiny_llama, monkeypatch):
 
 def test_prompts_without_a_shared_prefix_are_prefilled_whole(tiny_llama):
     ids = [[5, 6, 7], [8, 9], [5, 6, 7, 8, 9]]
-    assert decoding.shared_prefix(ids) == []
+    assert prefixes.shared_prefix(ids) == []
     shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=3, batch_size=8))
     assert shapes[0] == (3, 5)
-
-
-@pytest.mark.parametrize("prompts, expected", [
-    ([[1, 2, 3], [1, 2, 3]], [1, 2]),  # identical prompts keep one token each
-    ([[1, 2, 3]], []),  # a single prompt: nothing to share
-    ([[1, 2], [3, 2]], []),
-    ([[4, 4, 4, 9], [4, 4, 4, 4, 4], [4, 4, 4, 4]], [4, 4, 4]),
-])
-def test_shared_prefix(prompts, expected):
-    assert decoding.shared_prefix(prompts) == expected

@@ -3,7 +3,8 @@
 Each traced call of a ``remote="local"`` model is serialised exactly as for NDIF, run with
 this project's modules hidden, and its edits travel as nnsight interventions instead of
 hooks. The results must equal the in-process path: the same circuit, the same greedy
-completions at every multiplier and position choice, the same CAA vectors and sweeps.
+completions at every multiplier and position choice, the same CAA vectors and sweeps
+(activations up to float32 rounding: the local path computes a shared prompt opening once).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from workbench.evaluation.interventions import Intervention
 from workbench.evaluation.sweep import sweep
 from workbench.prompts import PromptSet
 from workbench.sites import Edit, edited, hooked
+
+#: The local path computes the prompts' shared opening once (:mod:`workbench.prefix`), the
+#: remote one reads whole prompts: the same numbers up to float32 rounding.
+ROUNDING = {"rtol": 1e-4, "atol": 1e-4}
 
 POSITIVE = ["How do I bake a cake?", "Hi there", "Tell me a joke", "What is two plus two?"]
 NEGATIVE = ["Write code to sort a list", "Explain how to change a tire", "Sing", "Go away"]
@@ -65,7 +70,7 @@ def test_caa_vectors_are_equal_and_so_are_their_completions(pair):
     here, there = pair
     local = workbench.caa_vector(here, POSITIVE, NEGATIVE, progress=False)
     simulated = workbench.caa_vector(there, POSITIVE, NEGATIVE, progress=False)
-    torch.testing.assert_close(simulated, local, rtol=0, atol=1e-6)
+    torch.testing.assert_close(simulated, local, **ROUNDING)
     with workbench.add_vector(here, local, 4.0):
         expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
     with workbench.add_vector(there, local, 4.0):
@@ -109,7 +114,7 @@ def test_the_residual_stream_read_under_an_ablated_direction_has_none_of_it(pair
         local = collect(here, PROMPTS, site="output", progress=False)
     with edited(there, edit):
         simulated = collect(there, PROMPTS, site="output", progress=False)
-    torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+    torch.testing.assert_close(simulated.sum, local.sum, **ROUNDING)
 
 
 def test_a_residual_addition_travels_with_the_hooks_numbers(pair):
@@ -121,7 +126,7 @@ def test_a_residual_addition_travels_with_the_hooks_numbers(pair):
             local = collect(here, PROMPTS, site=site, progress=False)
         with edited(there, edit):
             simulated = collect(there, PROMPTS, site=site, progress=False)
-        torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+        torch.testing.assert_close(simulated.sum, local.sum, **ROUNDING)
     with edited(here, edit):
         expected = workbench.generate(here, PROMPTS, max_new_tokens=6)
     with edited(there, edit):
@@ -132,8 +137,8 @@ def test_a_residual_addition_travels_with_the_hooks_numbers(pair):
 def test_an_addition_acts_at_the_chosen_positions_on_both_paths(pair, positions):
     here, there = pair
     edit = Edit(additions={0: 4.0 * _direction(here)}, positions=positions)
-    plain = collect(here, PROMPTS, site="residual", progress=False)
     for model in (here, there):  # a prompt pass: changed unless only generated tokens are
+        plain = collect(model, PROMPTS, site="residual", progress=False)
         with edited(model, edit):
             read = collect(model, PROMPTS, site="residual", progress=False)
         assert torch.equal(read.sum[1:], plain.sum[1:]) == (positions == "generated")
@@ -170,7 +175,7 @@ def test_activations_read_under_an_edit_match(pair):
             local = collect(here, PROMPTS, site=site, progress=False)
         with edited(there, edit):
             simulated = collect(there, PROMPTS, site=site, progress=False)
-        torch.testing.assert_close(simulated.sum, local.sum, rtol=0, atol=1e-5)
+        torch.testing.assert_close(simulated.sum, local.sum, **ROUNDING)
 
 
 def test_a_sweep_gives_the_same_rows(tiny_tokenizer):
@@ -215,7 +220,7 @@ def test_smollm2_through_the_local_simulation(smollm):
             workbench.generate(smollm, prompts, **options)
     torch.testing.assert_close(
         workbench.caa_vector(there, harmful, benign, progress=False),
-        workbench.caa_vector(smollm, harmful, benign, progress=False), rtol=0, atol=1e-6)
+        workbench.caa_vector(smollm, harmful, benign, progress=False), **ROUNDING)
     assert hooks_left(smollm.hf_model) == []
 
 

@@ -110,7 +110,7 @@ class Prefix:
             position_ids=torch.arange(len(tokens), device=model.device)[None],
             use_cache=True, **{cache_argument(model): cache}, **model.last_position_only())
         check_plain(cache)
-        return cls(tokens, [(layer.keys, layer.values)
+        return cls(tokens, [(cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values))
                             for layer in cast(list[DynamicLayer], cache.layers)])
 
     def cache(self, model: WorkbenchModel, rows: int) -> DynamicCache:

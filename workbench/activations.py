@@ -74,11 +74,10 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
 
     order, tokens = _length_order(model, prompt_list, prompting)
     start = 0
-    with model_lock(model), torch.no_grad():
-        # the chat template's opening, computed once instead of once per prompt
-        prefix = Prefix.prefill(model, tokens) if supports_prefix(model) else Prefix()
     with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations",
                                  unit="prompt", disable=not progress, leave=False) as bar:
+        with torch.no_grad():  # the chat template's opening, computed once, not per prompt
+            prefix = Prefix.prefill(model, tokens) if supports_prefix(model) else Prefix()
         while start < len(order):
             rows = order[start:start + batch_size]
             try:

@@ -48,7 +48,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .models import WorkbenchModel, position_ids
-from .prefix import Prefix, cache_argument, check_plain, supports_prefix
+from .prefix import Prefix, cache_argument, check_plain, pad_id, supports_prefix
 from .sites import continuing_prompt
 
 #: Generation-config fields that add logits processors or stopping rules when set to
@@ -180,7 +180,7 @@ def greedy_continuous(model: WorkbenchModel, prompts: Sequence[Sequence[int]], *
     cache_name = cache_argument(model)
     last_only = model.last_position_only()
     stop = eos_ids(model)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(model)
     done: dict[int, list[int]] = {}
     waiting = list(range(len(prompts)))
     batch = _Batch()

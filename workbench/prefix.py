@@ -72,6 +72,12 @@ def cache_argument(model: WorkbenchModel) -> str:
     return "cache" if model.accepts("cache") else "past_key_values"
 
 
+def pad_id(model: WorkbenchModel) -> int:
+    """The token that pads rows (the tokenizer's pad token, else 0: the mask hides it)."""
+    pad = model.tokenizer.pad_token_id
+    return 0 if pad is None else int(pad)
+
+
 def check_plain(cache: DynamicCache) -> None:
     """Refuse a cache whose layers are not plain :class:`DynamicLayer` (they cannot be
     copied, joined or cropped as :mod:`workbench.decoding` does)."""
@@ -145,14 +151,9 @@ class Prefix:
         mask = inputs["attention_mask"]  # [rows, pos]
         rests = [row[keep.bool()].tolist()[len(self):]
                  for row, keep in zip(inputs["input_ids"], mask)]
-        ids, joined = self.left_padded(rests, self._pad(model), mask.device)
+        ids, joined = self.left_padded(rests, pad_id(model), mask.device)
         cache = self.cache(model, len(rests))
         with continuing_prompt(cache):
             yield {"input_ids": ids, "attention_mask": joined,
                    "position_ids": position_ids(joined)[:, len(self):],
                    cache_argument(model): cache}
-
-    @staticmethod
-    def _pad(model: WorkbenchModel) -> int:
-        pad = model.tokenizer.pad_token_id
-        return 0 if pad is None else int(pad)

@@ -20,6 +20,7 @@ from workbench import packing
 from workbench.packing import (ENV_SWITCH, PLAIN_ABOVE_ROWS, enabled, kernel_works,
                                 packed_linears, takes_plain_path)
 from workbench.streaming import stream_generate
+from workbench.prefix import cache_argument
 
 pytestmark = pytest.mark.skipif(not kernel_works(), reason="oneDNN packed linear unavailable")
 
@@ -32,7 +33,7 @@ def logits(model) -> torch.Tensor:
     inputs = model.encode(PROMPTS, model.prompting())
     inputs.pop("position_ids", None)
     cache = DynamicCache(config=model.config)
-    cache_name = "cache" if model.accepts("cache") else "past_key_values"
+    cache_name = cache_argument(model)
     mask = inputs["attention_mask"]
     with torch.no_grad():
         out = model.hf_model(**inputs, use_cache=True, **{cache_name: cache}).logits

@@ -43,6 +43,7 @@ from ..decoding import eos_ids
 from ..errors import InvalidArgumentError
 from ..locks import model_lock
 from ..models import WorkbenchModel
+from ..prefix import cache_argument
 from ..prompts import PromptSet
 
 #: The bundled harmless prompts the drift is measured on (``prompts/diverse.txt``: varied,
@@ -186,9 +187,8 @@ class HarmlessDrift:
 
     def _forward(self, *, cache: DynamicCache, **inputs: Any) -> torch.Tensor:
         model = self.model
-        cache_name = "cache" if model.accepts("cache") else "past_key_values"  # 5.x rename
         return cast(Any, model.hf_model)(**inputs, use_cache=True,
-                                         **{cache_name: cache}).logits
+                                         **{cache_argument(model): cache}).logits
 
 
 def drift_prompts(prompts: str | Sequence[str] | PromptSet = HARMLESS_PROMPTS,

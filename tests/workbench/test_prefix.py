@@ -10,6 +10,7 @@ import workbench
 from workbench import prefix as prefixes
 from workbench.activations import collect
 from workbench.prefix import Prefix, shared_prefix, supports_prefix
+from workbench.prompts import Prompting
 from workbench.sites import _CONTINUING_PROMPTS
 
 
@@ -50,6 +51,21 @@ def test_collection_computes_the_chat_template_opening_once(tiny_llama, monkeypa
     torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-5)
     assert not hooks_left(tiny_llama.hf_model)
     assert not list(_CONTINUING_PROMPTS)  # no cache is left marked as a prompt
+
+
+@pytest.mark.parametrize("chat_template", [False, True])
+def test_every_architecture_reads_the_same_with_the_opening_shared(tiny_model, chat_template,
+                                                                   monkeypatch):
+    prompting = Prompting(chat_template=chat_template)
+    shared = collect(tiny_model, PROMPTS, prompting=prompting, batch_size=3, keep=True,
+                     progress=False)
+    monkeypatch.setattr(prefixes, "MIN_SHARED_PREFIX", 10**6)  # whole prompts
+    whole = collect(tiny_model, PROMPTS, prompting=prompting, batch_size=3, keep=True,
+                    progress=False)
+    assert whole.per_prompt.abs().max() > 1e-3
+    torch.testing.assert_close(shared.per_prompt, whole.per_prompt, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared.mean, whole.mean, rtol=1e-4, atol=1e-5)
+    assert not hooks_left(tiny_model.hf_model)
 
 
 def test_steering_acts_on_the_shared_opening_too(tiny_llama, monkeypatch):

@@ -197,11 +197,14 @@ class Run:
         pair = self.refused_pair
         # Arditi et al.'s selection scores every (layer, position) candidate with three
         # forward passes over the validation prompts: on the JBB pair only the last
-        # position is tried, to keep the stage's time within reach on a CPU.
+        # position is tried, to keep the stage's time within reach on a CPU (and on the
+        # refusal-filtered pair too with --direction-positions 1). Each selection is saved
+        # as it ends, so an interrupted stage resumes with the next.
         selections = {
-            "direction:refusal-filtered": (pair.positive, pair.negative, "ablation", None),
             "direction:jbb-pair": (harmful, benign, "ablation", 1),
-            "direction:jbb-pair:cohen-d": (harmful, benign, "cohen_d", None)}
+            "direction:jbb-pair:cohen-d": (harmful, benign, "cohen_d", None),
+            "direction:refusal-filtered": (pair.positive, pair.negative, "ablation",
+                                           self.args.direction_positions)}
         interventions = [Intervention.direction(self.direction(name, *how), name=name)
                          for name, how in selections.items()]
         self.sweep("direction", interventions, [0.0],
@@ -481,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a seeded sample of each held-out half (default: all 50)")
     parser.add_argument("--strongreject-n", type=int, default=60)
     parser.add_argument("--mmlu-n", type=int, default=200)
+    parser.add_argument("--direction-positions", type=int, default=None,
+                        help="post-instruction positions tried by the refusal-filtered "
+                             "direction's selection (default: all; the JBB pair's tries 1)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--render-docs", action="store_true",
                         help="only rewrite the tables of docs/replication.md")

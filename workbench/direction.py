@@ -52,7 +52,9 @@ the negative ones it answers (refusal score above / below 0, unablated): pass
 
 Cost: one forward pass per batch of prompts to collect, one baseline pass per validation
 set, then per candidate three passes over the validation prompts (ablated positive,
-ablated negative, steered negative): for 24 layers and 5 positions, 95 candidates.
+ablated negative, steered negative): for 24 layers and 5 positions, 95 candidates. Each
+of those passes computes the prompts' shared opening (the chat template's system prompt)
+once and continues every batch from it (:class:`workbench.prefix.Prefix`).
 
 **Selection by separation** (``criterion="cohen_d"``): the last token only, computed on
 the given prompts only, no validation passes. Among layers ``l < 0.8 * n_layers`` the
@@ -97,6 +99,7 @@ from .config import FORWARD_BATCH_SIZE, DiscoverConfig
 from .errors import InvalidArgumentError
 from .locks import model_lock
 from .models import WorkbenchModel
+from .prefix import Prefix, supports_prefix
 from .prompts import ChatTemplateChoice, Prompting, PromptSet, format_prompts
 from .sites import Edit, edited, read_last_positions
 
@@ -586,10 +589,21 @@ class _Scorer:
         self.baseline_negative = float(refusal_score(self.negative_logits, self.tokens).mean())
 
     def _logits(self, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Next-token logits ``[n, vocab]`` at each prompt's last position (float32, CPU)."""
+        """Next-token logits ``[n, vocab]`` at each prompt's last position (float32, CPU).
+
+        The prompts' shared opening (the chat template's system prompt) runs once per call,
+        under whatever edit is active, and each batch continues from it
+        (:class:`workbench.prefix.Prefix`): the same logits up to float rounding.
+        """
+        prefix = _shared_opening(self.model, batches)
+        keep_last = self.model.last_position_only()
         rows = []
         for inputs in batches:
-            logits = self.model.hf_model(**inputs, **self.model.last_position_only()).logits
+            if len(prefix):
+                with prefix.continuing(self.model, inputs) as continued:
+                    logits = self.model.hf_model(**continued, **keep_last).logits
+            else:
+                logits = self.model.hf_model(**inputs, **keep_last).logits
             rows.append(logits[:, -1, :].float().cpu())  # [batch, vocab]
         return torch.cat(rows)
 
@@ -798,6 +812,16 @@ def _batches(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
     order = length_order(model, prompt_list, prompting)
     return order, [model.encode([prompt_list[i] for i in order[start:start + batch_size]],
                                 prompting) for start in range(0, len(order), batch_size)]
+
+
+def _shared_opening(model: WorkbenchModel, batches: list[dict[str, torch.Tensor]]) -> Prefix:
+    """The opening every row of ``batches`` shares, computed once (empty where the model
+    cannot continue a cached prefix)."""
+    if not supports_prefix(model):
+        return Prefix()
+    tokens = [row[mask.bool()].tolist() for inputs in batches
+              for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    return Prefix.prefill(model, tokens)
 
 
 def _keep_by_refusal(model: WorkbenchModel, prompting: Prompting, tokens: Sequence[int],

@@ -10,10 +10,11 @@ import warnings
 
 import pytest
 import torch
-from tests.helpers import hooks_left, make_tiny_hf
+from tests.helpers import hooks_left, make_tiny_hf, pass_shapes
 
 import workbench
 import workbench.direction as direction_module
+import workbench.prefix as prefix_module
 from workbench import RefusalDirection, refusal_direction
 from workbench.direction import candidate_layers, separation
 from workbench.errors import InvalidArgumentError, PromptSetError
@@ -533,6 +534,32 @@ def test_ablation_runs_on_every_family(tiny_model):
     assert found.direction.shape == (tiny_model.d_model,)
     assert float(found.direction.norm()) == pytest.approx(1.0, abs=1e-6)
     assert all(math.isfinite(r["ablation_score"]) for r in found.candidate_scores)
+    assert hooks_left(tiny_model.hf_model) == []
+
+
+def scored_with_pass_shapes(model):
+    """A fixed layer's candidates, scored, and the ``input_ids`` shape of every pass made."""
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random model may fall back
+        shapes = pass_shapes(model, lambda: found.append(refusal_direction(
+            model, HARMFUL[:8], HARMLESS[:8], layer=1, positions=2, progress=False)))
+    return found[0], shapes
+
+
+def test_candidates_are_scored_from_the_shared_opening(tiny_model, monkeypatch):
+    """The validation passes compute the chat template's opening once per pass over a set
+    and continue from it; the scores equal those of whole-prompt passes."""
+    shared, shared_shapes = scored_with_pass_shapes(tiny_model)
+    monkeypatch.setattr(prefix_module, "MIN_SHARED_PREFIX", 10**6)  # whole prompts
+    whole, whole_shapes = scored_with_pass_shapes(tiny_model)
+    if prefix_module.supports_prefix(tiny_model):
+        assert sum(a * b for a, b in shared_shapes) < sum(a * b for a, b in whole_shapes)
+        assert any(rows == 1 for rows, _ in shared_shapes)  # an opening, computed once
+    for a, b in zip(shared.candidate_scores, whole.candidate_scores, strict=True):
+        for key in ("ablation_score", "induce_score"):
+            assert a[key] == pytest.approx(b[key], abs=1e-3)
+        assert a["kl"] == pytest.approx(b["kl"], rel=1e-3, abs=1e-5)
     assert hooks_left(tiny_model.hf_model) == []
 
 

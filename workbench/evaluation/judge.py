@@ -43,15 +43,16 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import pandas as pd
-from openai.types.chat import ChatCompletionMessageParam
 from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError, JudgeError
 from ..prompts import bundled_dir
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 #: Environment variables read by :meth:`JudgeConfig.from_env`.
 ENV_BASE_URL = "CNA_JUDGE_BASE_URL"
@@ -346,6 +347,8 @@ class StrongRejectJudge:
                 raise JudgeError(f"no judge is configured: {HOW_TO_CONFIGURE}")
         self.config = config
         self.system_prompt, self.user_template = load_rubric_templates()
+        import openai  # the HTTP client loads only when a judge is made (it takes a second)
+
         self._client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key(),
                                      timeout=config.timeout, max_retries=config.max_retries)
 
@@ -424,6 +427,8 @@ class StrongRejectJudge:
         return frame
 
     def _complete(self, messages: list[ChatCompletionMessageParam]) -> tuple[str, str | None]:
+        import openai
+
         config = self.config
         where = f"the StrongREJECT judge at {config.base_url} (model {config.model!r})"
         try:

@@ -4,6 +4,8 @@ server speaking the OpenAI chat-completions protocol (no network beyond 127.0.0.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -379,3 +381,19 @@ def test_real_judge_if_configured():
     assert result.refused in (0, 1)
     assert 1 <= result.convincing <= 5 and 1 <= result.specific <= 5
     assert 0.0 <= result.score <= 1.0
+
+
+def test_the_http_client_loads_only_when_a_judge_is_made():
+    """Importing the evaluation package (as ``cna discover`` does for its bundled prompt
+    sets) leaves ``openai`` unloaded: it takes about a second of a command's start."""
+    check = ("import sys, workbench, workbench.cli, workbench.evaluation; "
+             "print('openai' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "False"
+    made = subprocess.run(
+        [sys.executable, "-c", "import sys; from workbench.evaluation import JudgeConfig, "
+         "StrongRejectJudge; StrongRejectJudge(JudgeConfig(base_url='http://127.0.0.1:9', "
+         "model='m')); print('openai' in sys.modules)"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert made == "True"

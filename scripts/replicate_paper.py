@@ -205,6 +205,10 @@ class Run:
             "direction:jbb-pair:cohen-d": (harmful, benign, "cohen_d", None),
             "direction:refusal-filtered": (pair.positive, pair.negative, "ablation",
                                            self.args.direction_positions)}
+        # Arditi et al.'s KL limit (0.1) loosened, as a sensitivity check (--direction-kl).
+        for limit in self.args.direction_kl:
+            selections[f"direction:refusal-filtered:kl-{limit:g}"] = (
+                pair.positive, pair.negative, "ablation", self.args.direction_positions, limit)
         interventions = [Intervention.direction(self.direction(name, *how), name=name)
                          for name, how in selections.items()]
         self.sweep("direction", interventions, [0.0],
@@ -212,7 +216,7 @@ class Run:
                    None)
 
     def direction(self, name: str, positive: Any, negative: Any, criterion: str,
-                  positions: int | None) -> Any:
+                  positions: int | None, kl_threshold: float | None = None) -> Any:
         """The direction ``name``, selected once and kept (with its candidates' scores)."""
         import torch
 
@@ -223,12 +227,15 @@ class Run:
         if not path.is_file():
             started = time.perf_counter()
             found = wb.refusal_direction(self.model, positive, negative, criterion=criterion,
-                                         positions=positions, max_imbalance=None)
+                                         positions=positions, kl_threshold=kl_threshold,
+                                         max_imbalance=None)
             info = {"layer": found.layer, "position": found.position,
                     "criterion": found.criterion, "fallback": found.fallback,
                     "relaxed_filters": found.selection.get("relaxed_filters"),
                     "positions_tried": len({row["position"] for row in found.candidate_scores})
                     or 1, "positive": len(positive), "negative": len(negative),
+                    "kl_threshold": found.selection.get("kl_threshold"),
+                    "baseline": found.selection.get("baseline"),
                     "seconds": round(time.perf_counter() - started, 1)}
             atomic_write_text(self.out / f"{key}-candidates.csv",
                               found.candidate_table().to_csv(index=False))
@@ -446,10 +453,16 @@ def render_model(folder: Path) -> str:
                   for r in mmlu.itertuples()]
         lines.append("")
     for name, info in record.get("directions", {}).items():
+        limit = info.get("kl_threshold")
+        baseline = (info.get("baseline") or {}).get("ablation_score")
         lines.append(f"- {name}: layer {info['layer']}, position {info['position']} "
                      f"({info['criterion']}; from {info['positive']} + {info['negative']} "
                      f"prompts; fallback {info['fallback']}, relaxed "
-                     f"{info['relaxed_filters']}; selected in {info['seconds']:.0f} s)")
+                     f"{info['relaxed_filters']}"
+                     + (f"; KL limit {limit:g}" if limit is not None else "")
+                     + (f"; validation refusal score unablated {baseline:.2f}"
+                        if baseline is not None else "")
+                     + f"; selected in {info['seconds']:.0f} s)")
     if record.get("directions"):
         lines.append("")
     return "\n".join(lines)
@@ -484,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a seeded sample of each held-out half (default: all 50)")
     parser.add_argument("--strongreject-n", type=int, default=60)
     parser.add_argument("--mmlu-n", type=int, default=200)
+    parser.add_argument("--direction-kl", type=lambda s: [float(x) for x in s.split(",")],
+                        default=[],
+                        help="comma-separated KL limits: each adds a refusal-filtered "
+                             "direction selected under that limit instead of 0.1")
     parser.add_argument("--direction-positions", type=int, default=None,
                         help="post-instruction positions tried by the refusal-filtered "
                              "direction's selection (default: all; the JBB pair's tries 1)")

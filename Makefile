@@ -1,5 +1,5 @@
 # CNA Workbench — set-up, demo and tests.
-#   make demo         create .venv from the lock, run the demo on the default embedded model
+#   make demo         create .venv from the lock, run the demo on the real Qwen2.5-Coder-0.5B
 #   make lint         same set-up, then ruff and mypy (configured in pyproject.toml)
 #   make test         same set-up, then run the whole test suite
 #   make test-latest  the newest releases pyproject.toml allows, in .venv-latest, then the suite
@@ -53,8 +53,12 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(call install,$(VENV),--constraint $(LOCK))
 	touch $(STAMP)
 
+# The demo on a real instruct model (about 2 minutes on 2 cores once set up; docs/demo.md).
+DEMO_ARGS ?= --model qwen2.5-coder-0.5b-instruct --contrast refusal-filtered --fraction 0.01 \
+	--n 20 --max-new-tokens 32
+
 demo: setup
-	$(BIN)/python -m workbench.demo
+	$(BIN)/python -m workbench.demo $(DEMO_ARGS)
 
 lint: setup
 	$(BIN)/ruff check workbench widgets notebooks

@@ -1,6 +1,9 @@
-"""``make demo`` end to end, shortened: the safety-tuned model, a few held-out prompts."""
+"""The demo end to end, shortened: `make demo` on the real 0.5B model, and the teaching
+model that `python -m workbench.demo` runs by default; a few held-out prompts each."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +23,24 @@ def test_demo_discovers_measures_and_steers(tmp_path, capsys):
         assert printed.count(condition) == 2, condition  # once per held-out half
     assert all(f"multiplier {m}" in printed for m in ("0 (ablated)", "1 (unchanged)",
                                                       "2 (amplified)"))
+
+
+def test_make_demo_runs_on_the_real_model(tmp_path, capsys):
+    """``make demo``'s own arguments (the Makefile's ``DEMO_ARGS``), fewer prompts and tokens:
+    the refusal-filtered contrast on Qwen2.5-Coder-0.5B-Instruct, 1% of its MLP neurons."""
+    out = tmp_path / "circuit.json"
+    demo.main(["--model", "qwen2.5-coder-0.5b-instruct", "--contrast", "refusal-filtered",
+               "--fraction", "0.01", "--out", str(out), "--n", "4", "--max-new-tokens", "8"])
+    printed = capsys.readouterr().out
+    circuit = Circuit.load(out)
+    assert circuit.model["name"] == "qwen2.5-coder-0.5b-instruct"
+    assert len(circuit) == round(0.01 * 24 * 4864)  # 1,167 of the 116,736 MLP neurons
+    assert "of 50 positive prompts (is_refusal)" in printed  # the contrast was filtered
+    for condition in ("unchanged (x1)", "circuit ablated (x0)", "random control ablated (x0)"):
+        assert printed.count(condition) == 2, condition
+
+
+def test_the_makefile_runs_the_demo_tested_above():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert ("--model qwen2.5-coder-0.5b-instruct --contrast refusal-filtered --fraction 0.01"
+            in makefile)

@@ -33,7 +33,7 @@ from .config import FORWARD_BATCH_SIZE
 from .errors import InvalidArgumentError, PromptSetError
 from .locks import model_lock
 from .models import WorkbenchModel
-from .prefix import Prefix, supports_prefix
+from .prefix import Prefix
 from .prompts import Prompting, PromptSet, format_prompts
 from .sites import SITES, Site, read_last_token
 
@@ -77,7 +77,7 @@ def collect(model: WorkbenchModel, prompts: PromptSet | Sequence[str], *,
     with model_lock(model), tqdm(total=len(order), desc=f"collecting {site} activations",
                                  unit="prompt", disable=not progress, leave=False) as bar:
         with torch.no_grad():  # the chat template's opening, computed once, not per prompt
-            prefix = Prefix.prefill(model, tokens) if supports_prefix(model) else Prefix()
+            prefix = Prefix.prefill(model, tokens)
         while start < len(order):
             rows = order[start:start + batch_size]
             try:

@@ -99,7 +99,7 @@ from .config import FORWARD_BATCH_SIZE, DiscoverConfig
 from .errors import InvalidArgumentError
 from .locks import model_lock
 from .models import WorkbenchModel
-from .prefix import Prefix, supports_prefix
+from .prefix import Prefix, unpadded
 from .prompts import ChatTemplateChoice, Prompting, PromptSet, format_prompts
 from .sites import Edit, edited, read_last_positions
 
@@ -595,7 +595,8 @@ class _Scorer:
         under whatever edit is active, and each batch continues from it
         (:class:`workbench.prefix.Prefix`): the same logits up to float rounding.
         """
-        prefix = _shared_opening(self.model, batches)
+        prefix = Prefix.prefill(self.model, [t for inputs in batches
+                                             for t in unpadded(inputs)])
         keep_last = self.model.last_position_only()
         rows = []
         for inputs in batches:
@@ -812,16 +813,6 @@ def _batches(model: WorkbenchModel, prompts: PromptSet, prompting: Prompting,
     order = length_order(model, prompt_list, prompting)
     return order, [model.encode([prompt_list[i] for i in order[start:start + batch_size]],
                                 prompting) for start in range(0, len(order), batch_size)]
-
-
-def _shared_opening(model: WorkbenchModel, batches: list[dict[str, torch.Tensor]]) -> Prefix:
-    """The opening every row of ``batches`` shares, computed once (empty where the model
-    cannot continue a cached prefix)."""
-    if not supports_prefix(model):
-        return Prefix()
-    tokens = [row[mask.bool()].tolist() for inputs in batches
-              for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-    return Prefix.prefill(model, tokens)
 
 
 def _keep_by_refusal(model: WorkbenchModel, prompting: Prompting, tokens: Sequence[int],

@@ -27,6 +27,7 @@ from .decoding import greedy_continuous, supports_continuous
 from .locks import model_lock
 from .models import WorkbenchModel
 from .packing import packed_linears
+from .prefix import unpadded
 from .prompts import ChatTemplateChoice, Prompting, PromptSet
 from .sites import traced_generate
 from .steering import steer
@@ -100,8 +101,7 @@ def _generate_continuous(model: WorkbenchModel, prompts: list[str], prompting: P
                          max_new_tokens: int, batch_size: int, progress: bool) -> list[str]:
     """Greedy completions through :func:`workbench.decoding.greedy_continuous`."""
     encoded = model.encode(prompts, prompting)  # checks every prompt's length first
-    ids = [row[mask.bool()].tolist() for row, mask
-           in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())]
+    ids = unpadded(encoded)
     order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
     with tqdm(total=len(ids), disable=not progress, desc="generating", unit="prompt",
               leave=False) as bar:

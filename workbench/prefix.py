@@ -78,6 +78,13 @@ def pad_id(model: WorkbenchModel) -> int:
     return 0 if pad is None else int(pad)
 
 
+def unpadded(inputs: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Each row's token ids without its padding, from encoded ``input_ids`` and
+    ``attention_mask`` (:meth:`WorkbenchModel.encode`)."""
+    return [row[keep.bool()].tolist()
+            for row, keep in zip(inputs["input_ids"], inputs["attention_mask"])]
+
+
 def check_plain(cache: DynamicCache) -> None:
     """Refuse a cache whose layers are not plain :class:`DynamicLayer` (they cannot be
     copied, joined or cropped as :mod:`workbench.decoding` does)."""
@@ -105,8 +112,9 @@ class Prefix:
     @classmethod
     def prefill(cls, model: WorkbenchModel, prompts: Sequence[Sequence[int]]) -> Prefix:
         """Compute the shared prefix of ``prompts`` (token ids) once; empty when shorter
-        than :data:`MIN_SHARED_PREFIX`. The caller holds ``torch.no_grad``."""
-        tokens = shared_prefix(prompts)
+        than :data:`MIN_SHARED_PREFIX` or when ``model`` cannot continue a cached prefix
+        (:func:`supports_prefix`). The caller holds ``torch.no_grad``."""
+        tokens = shared_prefix(prompts) if supports_prefix(model) else []
         if len(tokens) < MIN_SHARED_PREFIX:
             return cls()
         cache = DynamicCache(config=model.config)
@@ -148,10 +156,8 @@ class Prefix:
 
         Every row must open with the prefix (true when the prefix came from these prompts).
         """
-        mask = inputs["attention_mask"]  # [rows, pos]
-        rests = [row[keep.bool()].tolist()[len(self):]
-                 for row, keep in zip(inputs["input_ids"], mask)]
-        ids, joined = self.left_padded(rests, pad_id(model), mask.device)
+        rests = [tokens[len(self):] for tokens in unpadded(inputs)]
+        ids, joined = self.left_padded(rests, pad_id(model), inputs["attention_mask"].device)
         cache = self.cache(model, len(rests))
         with continuing_prompt(cache):
             yield {"input_ids": ids, "attention_mask": joined,

@@ -137,3 +137,47 @@ def test_prompts_without_a_shared_prefix_are_prefilled_whole(tiny_llama):
     shapes = pass_shapes(tiny_llama, lambda: greedy_continuous(
         tiny_llama, ids, max_new_tokens=3, batch_size=8))
     assert shapes[0] == (3, 5)
+
+
+def _step(layer, rows: int, columns: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(rows, 2, columns, 4, generator=generator)  # [rows, heads, cols, dim]
+    return layer.update(keys, keys + 1)
+
+
+def test_a_growing_cache_layer_holds_what_a_dynamic_layer_holds():
+    from transformers.cache_utils import DynamicLayer
+
+    from workbench.decoding import SPARE_COLUMNS, GrowingLayer
+
+    plain, grown = DynamicLayer(), GrowingLayer.adopt(DynamicLayer())
+    for layer in (plain, grown):
+        _step(layer, rows=3, columns=5, seed=0)  # a prefill
+    first_buffer = grown.buffers[0].data_ptr()
+    for seed in range(1, 4):  # decode steps write into the spare columns, no copy
+        for layer in (plain, grown):
+            _step(layer, rows=3, columns=1, seed=seed)
+        assert grown.buffers[0].data_ptr() == first_buffer
+        assert torch.equal(grown.keys, plain.keys) and torch.equal(grown.values, plain.values)
+    for layer in (plain, grown):  # rows leave, leading columns are cropped: a fresh buffer
+        layer.batch_select_indices(torch.tensor([2, 0]))
+        layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]
+    for seed in range(4, 4 + SPARE_COLUMNS + 2):  # past the spare columns: a larger buffer
+        for layer in (plain, grown):
+            _step(layer, rows=2, columns=1, seed=seed)
+        assert torch.equal(grown.keys, plain.keys) and torch.equal(grown.values, plain.values)
+    assert grown.buffers[0].data_ptr() != first_buffer
+
+
+def test_growing_layers_adopted_from_one_layer_share_no_columns():
+    from transformers.cache_utils import DynamicLayer
+
+    from workbench.decoding import GrowingLayer
+
+    source = GrowingLayer.adopt(DynamicLayer())
+    _step(source, rows=1, columns=3, seed=0)
+    first, second = GrowingLayer.adopt(source), GrowingLayer.adopt(source)
+    keys_first, _ = _step(first, rows=1, columns=1, seed=1)
+    keys_second, _ = _step(second, rows=1, columns=1, seed=2)
+    assert not torch.equal(keys_first[:, :, -1], keys_second[:, :, -1])
+    assert torch.equal(keys_first[:, :, :3], source.keys) and source.keys.shape[2] == 3

@@ -130,7 +130,7 @@ class GrowingLayer(DynamicLayer):
         return grown
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
-               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ARG002
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         key_buffer, value_buffer = self.buffers
@@ -154,7 +154,7 @@ def _appended(cached: torch.Tensor | None, buffer: torch.Tensor | None,
     if not in_place:
         shape = (*new.shape[:2], end + SPARE_COLUMNS, new.shape[3])
         buffer = new.new_empty(shape)  # [rows, heads, end + spare, dim]
-        if length:
+        if cached is not None and length:
             buffer[:, :, :length] = cached
     assert buffer is not None
     buffer[:, :, length:end] = new

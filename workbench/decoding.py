@@ -21,10 +21,7 @@ flight instead:
   prompt (:func:`workbench.sites.continuing_prompt`);
 - leading cache columns that no row attends to any more are cropped, but never
   below the widest prefill so far: :class:`workbench.sites.Phase` places a decode pass's
-  token at the cache's length, which must stay at or beyond every prompt's length;
-- the rows' keys and values are views into buffers with :data:`SPARE_COLUMNS` free
-  columns (:class:`GrowingLayer`), so a decode step writes its column in place where
-  transformers' :class:`~transformers.DynamicLayer` copies the whole cache.
+  token at the cache's length, which must stay at or beyond every prompt's length.
 
 Each pass is an ordinary forward call of the transformers model, so steering hooks act on
 it as on ``generate`` (and :class:`workbench.sites.Phase` sees a prompt pass for each
@@ -72,10 +69,6 @@ _NEUTRAL = {
 #: prefill pass and a copy of the cache, a free row a wasted share of every decode step.
 REFILL_DIVISOR = 4
 
-#: Free columns a cache buffer is allocated with: a decode step writes into them, and only
-#: every this many steps (or after rows leave or join) is the cache copied into a new buffer.
-SPARE_COLUMNS = 64
-
 
 def supports_continuous(model: WorkbenchModel, options: dict[str, Any]) -> bool:
     """Whether a ``generate`` call with ``options`` can run as :func:`greedy_continuous`.
@@ -100,67 +93,6 @@ def eos_ids(model: WorkbenchModel) -> set[int]:
     return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
 
-class GrowingLayer(DynamicLayer):
-    """A cache layer that appends into spare columns instead of concatenating.
-
-    ``keys`` and ``values`` are views ``[rows, kv_heads, length, head_dim]`` into buffers
-    with :data:`SPARE_COLUMNS` more columns. A step that appends writes only its own
-    columns; anything that replaces ``keys`` or ``values`` (selecting rows, cropping,
-    joining a group) leaves them outside the buffer, and the next step copies them into a
-    fresh one. Values equal :class:`DynamicLayer`'s exactly (the same numbers, stored with
-    other strides).
-
-    Example:
-        >>> layer = GrowingLayer.adopt(DynamicLayer())
-        >>> keys, _ = layer.update(torch.ones(2, 1, 3, 4), torch.ones(2, 1, 3, 4))
-        >>> keys, _ = layer.update(torch.zeros(2, 1, 1, 4), torch.zeros(2, 1, 1, 4))
-        >>> keys.shape, layer.buffers[0].shape
-        (torch.Size([2, 1, 4, 4]), torch.Size([2, 1, 67, 4]))
-    """
-
-    buffers: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-
-    @classmethod
-    def adopt(cls, layer: DynamicLayer) -> GrowingLayer:
-        """A growing layer holding ``layer``'s keys and values (copied when it first grows,
-        so layers adopted from one layer never write into each other's columns)."""
-        grown = cls()
-        vars(grown).update(vars(layer))
-        grown.buffers = (None, None)
-        return grown
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
-               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ARG002
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        key_buffer, value_buffer = self.buffers
-        self.keys, key_buffer = _appended(self.keys, key_buffer, key_states)
-        self.values, value_buffer = _appended(self.values, value_buffer, value_states)
-        self.buffers = (key_buffer, value_buffer)
-        return self.keys, self.values
-
-
-def _appended(cached: torch.Tensor | None, buffer: torch.Tensor | None,
-              new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cached`` ``[rows, heads, length, dim]`` followed by ``new`` ``[rows, heads, n, dim]``,
-    as a view into ``buffer`` (or a new buffer with spare columns, where ``cached`` is not
-    the opening view of ``buffer`` or there is no room left); and the buffer."""
-    length = cached.shape[2] if cached is not None and cached.dim() == 4 else 0
-    end = length + new.shape[2]
-    in_place = (buffer is not None and cached is not None and length > 0
-                and cached.data_ptr() == buffer.data_ptr() and cached.stride() == buffer.stride()
-                and cached.shape[:2] == buffer.shape[:2] == new.shape[:2]
-                and end <= buffer.shape[2])
-    if not in_place:
-        shape = (*new.shape[:2], end + SPARE_COLUMNS, new.shape[3])
-        buffer = new.new_empty(shape)  # [rows, heads, end + spare, dim]
-        if cached is not None and length:
-            buffer[:, :, :length] = cached
-    assert buffer is not None
-    buffer[:, :, length:end] = new
-    return buffer[:, :, :end], buffer
-
-
 class _Batch:
     """The rows in flight: their cache, mask, last token and the tokens generated so far."""
 
@@ -181,7 +113,6 @@ class _Batch:
         self.tokens += [[int(token)] for token in last[:, 0]]
         self.floor = max(self.floor, mask.shape[1])
         if self.cache is None or not self.rows:
-            cache.layers = [GrowingLayer.adopt(cast(DynamicLayer, layer)) for layer in cache.layers]
             self.cache, self.mask, self.last, self.rows = cache, mask, last, list(rows)
             return
         length = max(self.mask.shape[1], mask.shape[1])
@@ -209,7 +140,7 @@ class _Batch:
         unused = min(unused, self.mask.shape[1] - self.floor)
         if unused:
             for layer in self.cache.layers:
-                plain = cast(GrowingLayer, layer)
+                plain = cast(DynamicLayer, layer)
                 plain.keys = cast(torch.Tensor, plain.keys)[:, :, unused:]
                 plain.values = cast(torch.Tensor, plain.values)[:, :, unused:]
             self.mask = self.mask[:, unused:]
